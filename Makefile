@@ -31,7 +31,7 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy core actors bench loadtest run_cluster.py gatecli.py
+	$(VENV)/bin/mypy core actors ops bench loadtest run_cluster.py
 
 proto: $(STAMP)
 	$(PY) -m proto.generate

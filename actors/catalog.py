@@ -1,0 +1,133 @@
+"""The pass catalog: one LMDB environment per node, credential -> pass_id and pass_id -> record.
+
+One process writes (`CatalogWriter`, wrapped as a Ray actor); shards and ingress processes read it
+through memory-mapped read transactions (`CatalogReader`), so a revocation is visible to the very
+next batch of every shard on the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+
+from actors.codec import credential_key, pass_from_list, pass_to_list, packb, unpackb
+from actors.errors import StorageError
+from core.models import PassRecord, PassStatus
+
+CATALOG_MAP_SIZE = 64 << 30  # sparse; 10 M passes need about 3 GiB
+_DBS = (b"cred", b"pass")
+
+
+def catalog_path(data_dir: Path) -> Path:
+    return data_dir / "catalog"
+
+
+def _open(path: Path, *, readonly: bool) -> lmdb.Environment:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return lmdb.open(
+            str(path),
+            map_size=CATALOG_MAP_SIZE,
+            max_dbs=4,
+            readonly=readonly,
+            # Readers see commits at once; the writer fsyncs because an import must survive.
+            readahead=False,
+            max_readers=1024,
+        )
+    except lmdb.Error as exc:
+        raise StorageError(f"cannot open pass catalog at {path}: {exc}") from exc
+
+
+class CatalogReader:
+    """Read-only view shared by every shard on the node."""
+
+    def __init__(self, path: Path) -> None:
+        self._env = _open(path, readonly=True)
+        self._cred = self._env.open_db(b"cred", create=False)
+        self._pass = self._env.open_db(b"pass", create=False)
+
+    def begin(self) -> lmdb.Transaction:
+        return self._env.begin(buffers=True)
+
+    def lookup(self, txn: lmdb.Transaction, kind: int, value: str) -> PassRecord | None:
+        pass_id = txn.get(credential_key(kind, value), db=self._cred)
+        if pass_id is None:
+            return None
+        raw = txn.get(bytes(pass_id), db=self._pass)
+        return None if raw is None else pass_from_list(unpackb(raw))
+
+    def get(self, pass_id: str) -> PassRecord | None:
+        with self.begin() as txn:
+            raw = txn.get(pass_id.encode(), db=self._pass)
+            return None if raw is None else pass_from_list(unpackb(raw))
+
+    def find(self, kind: int, value: str) -> PassRecord | None:
+        with self.begin() as txn:
+            return self.lookup(txn, kind, value)
+
+    def count(self) -> int:
+        with self.begin() as txn:
+            return int(txn.stat(self._pass)["entries"])
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class CatalogWriter:
+    """The single writer. Upserts replace a pass and re-point its credentials."""
+
+    def __init__(self, path: Path) -> None:
+        self._env = _open(path, readonly=False)
+        self._cred = self._env.open_db(b"cred")
+        self._pass = self._env.open_db(b"pass")
+
+    def upsert(self, records: Iterable[PassRecord]) -> int:
+        """Writes all records in one transaction; returns how many."""
+        n = 0
+        try:
+            with self._env.begin(write=True) as txn:
+                for rec in records:
+                    self._put(txn, rec)
+                    n += 1
+        except lmdb.Error as exc:
+            raise StorageError(f"pass catalog write failed: {exc}") from exc
+        return n
+
+    def _put(self, txn: lmdb.Transaction, rec: PassRecord) -> None:
+        key = rec.pass_id.encode()
+        old = txn.get(key, db=self._pass)
+        if old is not None:
+            new_creds = {credential_key(int(k), v) for k, v in rec.credentials}
+            for k, v in unpackb(old)[2]:
+                ck = credential_key(k, v)
+                if ck not in new_creds:
+                    txn.delete(ck, db=self._cred)
+        txn.put(key, packb(pass_to_list(rec)), db=self._pass)
+        for kind, value in rec.credentials:
+            txn.put(credential_key(int(kind), value), key, db=self._cred)
+
+    def set_status(self, pass_id: str, status: PassStatus) -> PassRecord | None:
+        """Revokes or blocks a pass; None when it does not exist."""
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(pass_id.encode(), db=self._pass)
+                if raw is None:
+                    return None
+                row = unpackb(raw)
+                row[5] = int(status)
+                txn.put(pass_id.encode(), packb(row), db=self._pass)
+                return pass_from_list(row)
+        except lmdb.Error as exc:
+            raise StorageError(f"pass catalog write failed: {exc}") from exc
+
+    def count(self) -> int:
+        with self._env.begin() as txn:
+            return int(txn.stat(self._pass)["entries"])
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,99 @@
+"""Ray wiring: the actor wrappers and the handles an ingress needs.
+
+`ray.remote` is applied here, late, over the plain classes; nothing in core/ knows about Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import ray
+
+from actors.catalog import CatalogWriter, catalog_path
+from actors.codec import pass_from_list, unpackb
+from actors.errors import DataDirMismatch
+from actors.shard import VenueShard
+from core.models import PassRecord, PassStatus, Province
+
+NAMESPACE = "passgate"
+# Retrying a batch on a restarted shard is safe: request_ids make every item idempotent.
+SHARD_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 5, "num_cpus": 0}
+
+
+class CatalogActor(CatalogWriter):
+    """The catalog writer as an actor; takes msgpack rows so imports cross Ray cheaply."""
+
+    def upsert_rows(self, payload: bytes) -> int:
+        return self.upsert(pass_from_list(row) for row in unpackb(payload))
+
+    def revoke(self, pass_id: str) -> PassRecord | None:
+        return self.set_status(pass_id, PassStatus.REVOKED)
+
+
+ShardActor = ray.remote(VenueShard)
+CatalogRemote = ray.remote(CatalogActor)
+
+
+@dataclass
+class Handles:
+    shards: list[Any]
+    catalog: Any
+    n_shards: int
+
+
+def _fixed_clock(ms: int) -> int:
+    return ms
+
+
+def check_layout(data_dir: Path, n_shards: int) -> None:
+    """A data directory keeps the shard count it was created with (venue ownership hangs on it)."""
+    marker = data_dir / "layout.json"
+    if marker.exists():
+        seen = orjson.loads(marker.read_bytes()).get("n_shards")
+        if seen != n_shards:
+            raise DataDirMismatch(
+                f"{data_dir} was created with {seen} shards; start with --shards {seen} "
+                f"or use a fresh --data-dir (asked for {n_shards})"
+            )
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(orjson.dumps({"n_shards": n_shards}))
+
+
+def start_actors(
+    province: Province, data_dir: Path, n_shards: int, frozen_ms: int | None = None
+) -> Handles:
+    """Creates the catalog writer first (it creates the LMDB file the shards read), then shards."""
+    check_layout(data_dir, n_shards)
+    clock = None if frozen_ms is None else functools.partial(_fixed_clock, frozen_ms)
+    catalog = CatalogRemote.options(
+        name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
+    ).remote(catalog_path(data_dir))
+    ray.get(catalog.ping.remote())
+    shards = [
+        ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
+            i, n_shards, province, str(data_dir), clock
+        )
+        for i in range(n_shards)
+    ]
+    ray.get([s.ping.remote() for s in shards])
+    return Handles(shards, catalog, n_shards)
+
+
+def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
+    """For extra ingress processes: finds the named actors started by run_cluster."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            catalog = ray.get_actor("catalog", namespace=NAMESPACE)
+            shards = [ray.get_actor(f"shard-{i}", namespace=NAMESPACE) for i in range(n_shards)]
+            return Handles(shards, catalog, n_shards)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

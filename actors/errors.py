@@ -1,0 +1,32 @@
+"""passgate's own error hierarchy: LMDB and Ray failures become these at the actor boundary."""
+
+from __future__ import annotations
+
+
+class PassgateError(Exception):
+    """Base of every error passgate raises on purpose."""
+
+
+class StorageError(PassgateError):
+    """LMDB could not read or commit; nothing was acknowledged."""
+
+
+class ShardUnavailable(PassgateError):
+    """The owning shard did not answer (crashed and restarting, or gone)."""
+
+
+class Overloaded(PassgateError):
+    """Too much in flight, or the deadline would pass before an answer."""
+
+
+class BadRequest(PassgateError):
+    """A malformed call; `field` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class DataDirMismatch(PassgateError):
+    """The data directory was created with another shard count."""

@@ -1,0 +1,96 @@
+"""Every Prometheus metric passgate exports, in one place (`passgate_` prefix, help on each).
+
+The ingress records request-side figures as they happen; shard-side figures (venue counters, LMDB
+commit time) arrive through one periodic poll per shard, never through a per-request Ray call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+DECISIONS = Counter(
+    "passgate_decisions",
+    "Decisions answered, by reason code (REASON_OK for admissions).",
+    ["reason", "allowed"],
+    registry=REGISTRY,
+)
+DECISION_LATENCY = Histogram(
+    "passgate_decision_latency_seconds",
+    "Time from receipt of a validation at the ingress to its reply.",
+    ["method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+GRPC_ERRORS = Counter(
+    "passgate_grpc_errors",
+    "Calls answered with a gRPC error status, by code.",
+    ["code"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "passgate_batch_size",
+    "Items per shard call sent by the ingress (one sample per Ray actor call).",
+    buckets=_BATCH_BUCKETS,
+    registry=REGISTRY,
+)
+SHARD_CALLS = Counter(
+    "passgate_shard_calls",
+    "Ray actor calls made by the ingress to decide batches, per shard.",
+    ["shard"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "passgate_shard_queue_depth",
+    "Requests waiting at the ingress for their shard's next batch.",
+    ["shard"],
+    registry=REGISTRY,
+)
+LMDB_COMMIT = Gauge(
+    "passgate_lmdb_commit_seconds",
+    "Duration of the shard's most recent LMDB group commit.",
+    ["shard"],
+    registry=REGISTRY,
+)
+LMDB_COMMIT_HIST = Histogram(
+    "passgate_lmdb_commit_duration_seconds",
+    "LMDB group-commit durations reported by the shards.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+_VENUE_GAUGES = {
+    "occupancy": "People inside the venue now.",
+    "instant_capacity": "Approved instantaneous capacity (people inside at once).",
+    "daily_capacity": "Approved daily capacity (entries per local day).",
+    "entries_today": "Entries admitted since local midnight.",
+    "exits_today": "Exits recorded since local midnight.",
+    "alert_level": "Alert level: 1 green, 2 yellow, 3 orange, 4 red, 5 full.",
+    "paused": "1 when an operator has paused admission.",
+    "entries_per_minute": "Entries per minute over the last 5 minutes.",
+    "minutes_to_full": "Forecast minutes until full from recent net inflow; -1 when not filling.",
+}
+VENUE: dict[str, Gauge] = {
+    name: Gauge(f"passgate_venue_{name}", text, ["venue", "city"], registry=REGISTRY)
+    for name, text in _VENUE_GAUGES.items()
+}
+
+
+def observe_batch(shard: int, size: int) -> None:
+    BATCH_SIZE.observe(size)
+    SHARD_CALLS.labels(str(shard)).inc()
+
+
+def set_venue_figures(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        labels = (row["venue_id"], row["city"])
+        for name, gauge in VENUE.items():
+            gauge.labels(*labels).set(float(row[name]))

@@ -1,0 +1,140 @@
+"""The ingress: a grpc.aio server (on uvloop) with Gate, Passes, Quota, health and reflection.
+
+Routes each validation to its venue's shard through a per-shard micro-batcher and polls the shards
+once a second for the figures Prometheus shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from actors import metrics
+from actors.batcher import ShardBatcher
+from actors.catalog import CatalogReader, catalog_path
+from actors.cluster import Handles
+from actors.gate_service import GateService
+from actors.passes_service import PassesService
+from actors.quota_service import QuotaService
+from core.models import Province
+from proto.passgate.v1 import (
+    gate_pb2,
+    gate_pb2_grpc,
+    passes_pb2,
+    passes_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+)
+
+log = logging.getLogger("passgate.ingress")
+POLL_INTERVAL_S = 1.0
+SERVICE_NAMES = (
+    gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name,
+    passes_pb2.DESCRIPTOR.services_by_name["Passes"].full_name,
+    quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name,
+)
+
+
+@dataclass
+class IngressSettings:
+    port: int
+    host: str = "0.0.0.0"
+    max_batch: int = 256
+    max_delay_us: int = 1000
+    max_inflight_batches: int = 2
+    max_queue: int = 8192
+    poll_metrics: bool = True
+
+
+class Ingress:
+    def __init__(
+        self, handles: Handles, province: Province, data_dir: Path, settings: IngressSettings
+    ) -> None:
+        self.handles = handles
+        self.settings = settings
+        self.batchers = [
+            ShardBatcher(
+                i,
+                _shard_call(shard),
+                max_batch=settings.max_batch,
+                max_delay_us=settings.max_delay_us,
+                max_inflight=settings.max_inflight_batches,
+                max_queue=settings.max_queue,
+                observe=lambda size, _us, i=i: metrics.observe_batch(i, size),
+            )
+            for i, shard in enumerate(handles.shards)
+        ]
+        self.catalog = CatalogReader(catalog_path(data_dir))
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", 16 << 20),
+                ("grpc.max_concurrent_streams", 1024),
+            ]
+        )
+        gate = GateService(self.batchers, self._annul)
+        gate_pb2_grpc.add_GateServicer_to_server(gate, self.server)
+        passes = PassesService(handles, self.catalog, province)
+        passes_pb2_grpc.add_PassesServicer_to_server(passes, self.server)
+        quota_pb2_grpc.add_QuotaServicer_to_server(QuotaService(handles), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        self._poller: asyncio.Task[None] | None = None
+
+    async def _annul(self, shard: int, request_id: str, venue_id: str, gate_id: str) -> Any:
+        return await self.handles.shards[shard].annul.remote(request_id, venue_id, gate_id)
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.poll_metrics:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self._poll_once()
+            except Exception as exc:  # a restarting shard must not stop the poller
+                log.warning("metrics poll failed: %s", exc)
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def _poll_once(self) -> None:
+        for b in self.batchers:
+            metrics.QUEUE_DEPTH.labels(str(b.shard_id)).set(b.depth)
+        stats, status = await asyncio.gather(
+            asyncio.gather(*(s.stats.remote() for s in self.handles.shards)),
+            asyncio.gather(*(s.all_status.remote() for s in self.handles.shards)),
+        )
+        for st in stats:
+            metrics.LMDB_COMMIT.labels(str(st["shard_id"])).set(st["last_commit_s"])
+            for seconds in st.get("commit_samples", ()):
+                metrics.LMDB_COMMIT_HIST.observe(seconds)
+        for rows in status:
+            metrics.set_venue_figures(rows)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Drains: stop taking calls, let in-flight ones finish, then close."""
+        await self.health.enter_graceful_shutdown()
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.server.stop(grace_s)
+        self.catalog.close()
+
+
+def _shard_call(shard: Any) -> Any:
+    async def call(payload: bytes) -> bytes:
+        return await shard.decide_batch.remote(payload)
+
+    return call

@@ -1,0 +1,138 @@
+"""The shard's quota side: reservations, quota changes, pause/resume and live venue status.
+
+A mixin of VenueShard: Ray runs one call at a time per shard, so a slot's capacity check and its
+booking cannot interleave with another caller's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.shard_store import BatchWrites, reservation_key
+from actors.shard_venues import EV_CANCEL, EV_RESERVE, RESERVED
+from core.clock import LocalTime, local_time
+from core.models import PassStatus
+from core.quota import quota_problems
+
+
+class QuotaOps:
+    # Provided by VenueShard.
+    book: Any
+    store: Any
+    catalog: Any
+    counters: Any
+    _clock: Any
+    _apply_events: Any
+
+    def _local(self, venue_id: str) -> LocalTime:
+        venue = self.book.venue(venue_id)
+        local = local_time(venue.tz, self._clock())
+        self.book.roll_day(venue_id, local.day)
+        return local
+
+    def reserve(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> tuple[bool, str, int]:
+        problem = self._reserve_problem(pass_id, venue_id, day, slot_id)
+        if problem is not None:
+            return False, problem, self._remaining(venue_id, day, slot_id)
+        if self.book.holds(venue_id, day, slot_id, pass_id):
+            return True, "already reserved", self._remaining(venue_id, day, slot_id)
+        if self._remaining(venue_id, day, slot_id) <= 0:
+            return False, "slot full", 0
+        self._commit_reservation(venue_id, day, slot_id, pass_id, RESERVED)
+        return True, "reserved", self._remaining(venue_id, day, slot_id)
+
+    def cancel_reservation(
+        self, pass_id: str, venue_id: str, day: int, slot_id: str
+    ) -> tuple[bool, str, int]:
+        if self.book.venue(venue_id) is None or self.book.find_slot(venue_id, slot_id) is None:
+            return False, "unknown venue or slot", 0
+        if not self.book.holds(venue_id, day, slot_id, pass_id):
+            return False, "no such reservation", self._remaining(venue_id, day, slot_id)
+        self._commit_reservation(venue_id, day, slot_id, pass_id, None)
+        return True, "cancelled", self._remaining(venue_id, day, slot_id)
+
+    def _reserve_problem(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> str | None:
+        if self.book.venue(venue_id) is None:
+            return f"unknown venue {venue_id!r}"
+        if self.book.find_slot(venue_id, slot_id) is None:
+            return f"venue has no slot {slot_id!r}"
+        rec = self.catalog.get(pass_id)
+        if rec is None:
+            return f"unknown pass {pass_id!r}"
+        if rec.status != PassStatus.ACTIVE:
+            return "pass is not active"
+        if day < self._local(venue_id).day:
+            return "date is in the past"
+        return None
+
+    def _remaining(self, venue_id: str, day: int, slot_id: str) -> int:
+        slot = self.book.find_slot(venue_id, slot_id)
+        if slot is None:
+            return 0
+        return max(0, slot.capacity - self.book.reserved_count(venue_id, day, slot_id))
+
+    def _commit_reservation(
+        self, venue_id: str, day: int, slot_id: str, pass_id: str, status: int | None
+    ) -> None:
+        writes = BatchWrites()
+        key = reservation_key(venue_id, day, slot_id, pass_id)
+        if status is None:
+            writes.reservations_del.append(key)
+        else:
+            writes.reservations_put[key] = status
+        self.store.commit(writes)
+        self.book.apply_committed(writes)
+        if day == self._local(venue_id).day:
+            kind = EV_CANCEL if status is None else EV_RESERVE
+            slot_idx = self.book.slot_index(venue_id, slot_id)
+            self._apply_events([(venue_id, day, 0, kind, slot_idx)])
+
+    # -- quotas and pause -----------------------------------------------------------------------
+
+    def set_quota(
+        self,
+        venue_id: str,
+        daily: int,
+        instant: int,
+        slot_caps: dict[str, int],
+        alerts: tuple[int, int, int] | None,
+        allow_overbooking: bool,
+    ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+        venue = self.book.base.get(venue_id)
+        if venue is None:
+            return [("venue_id", f"unknown venue {venue_id!r}")], None
+        problems = quota_problems(venue, daily, instant, slot_caps, alerts, allow_overbooking)
+        if problems:
+            return problems, None
+        writes = BatchWrites()
+        changes: dict[str, Any] = {"daily": daily, "instant": instant, "slots": slot_caps}
+        if alerts is not None:
+            changes["alerts"] = list(alerts)
+        self.book.stage_state(venue_id, writes, **changes)
+        self.store.commit(writes)
+        self.book.apply_committed(writes)
+        return [], self.venue_status(venue_id)
+
+    def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
+        if self.book.venue(venue_id) is None:
+            return None
+        writes = BatchWrites()
+        self.book.stage_state(venue_id, writes, paused=paused)
+        self.store.commit(writes)
+        self.book.apply_committed(writes)
+        return self.venue_status(venue_id)
+
+    def venue_status(self, venue_id: str) -> dict[str, Any] | None:
+        venue = self.book.venue(venue_id)
+        if venue is None:
+            return None
+        local = self._local(venue_id)
+        return self.book.status(venue, local, self._clock())
+
+    def all_status(self) -> list[dict[str, Any]]:
+        rows = []
+        for venue_id in self.book.index:
+            row = self.venue_status(venue_id)
+            if row is not None:
+                rows.append(row)
+        return rows

@@ -1,0 +1,248 @@
+"""VenueBook: a shard's venues at run time: quotas, pause flags, reservations and live capacity.
+
+Owned by exactly one VenueShard. Changes are staged into the batch's `BatchWrites` and reach
+memory only through `apply_committed`, after the LMDB commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from actors.shard_store import BatchWrites, ShardStore, reservation_key
+from core.capacity import alert_level
+from core.clock import LocalTime
+from core.counters import CapacityCounters
+from core.models import AlertThresholds, CapacityView, PassRecord, Slot, Venue
+from core.slots import current_slot_ids, next_free_slot, slot_label
+
+RESERVED, CONSUMED = 0, 1
+EV_RESERVE, EV_CANCEL = 4, 5
+
+_NO_VIEW = CapacityView()
+
+
+class Running:
+    """Occupancy and entries-today per venue as the batch goes, clamped like the counters."""
+
+    __slots__ = ("_book", "state")
+
+    def __init__(self, book: VenueBook) -> None:
+        self._book = book
+        self.state: dict[str, list[int]] = {}
+
+    def get(self, venue_id: str) -> list[int]:
+        s = self.state.get(venue_id)
+        if s is None:
+            s = self._book.live(venue_id)
+            self.state[venue_id] = s
+        return s
+
+    def add(self, venue_id: str, entered: bool, exited: bool) -> None:
+        s = self.get(venue_id)
+        if entered:
+            s[0] += 1
+            s[1] += 1
+        elif exited:
+            s[0] = max(0, s[0] - 1)
+
+
+class VenueBook:
+    def __init__(self, venues: list[Venue], counters: CapacityCounters) -> None:
+        self.base = {v.venue_id: v for v in venues}
+        self.effective: dict[str, Venue] = dict(self.base)
+        self.index = {vid: i for i, vid in enumerate(sorted(self.base))}
+        self.state: dict[str, dict[str, Any]] = {}
+        self.reservations: dict[tuple[str, int, str], dict[str, int]] = {}
+        self.counters = counters
+        self._sync_counters()
+
+    def _sync_counters(self) -> None:
+        for vid, i in self.index.items():
+            v = self.effective[vid]
+            self.counters.set_capacity(i, v.instant_capacity, v.daily_capacity)
+            self.counters.carry[i] = v.carry_occupancy
+
+    def set_counters(self, counters: CapacityCounters) -> None:
+        self.counters = counters
+        self._sync_counters()
+
+    def venue(self, venue_id: str) -> Venue | None:
+        return self.effective.get(venue_id)
+
+    def paused(self, venue_id: str) -> bool:
+        return bool(self.state.get(venue_id, {}).get("paused", False))
+
+    # -- live capacity --------------------------------------------------------------------------
+
+    def roll_day(self, venue_id: str, day: int) -> None:
+        i = self.index[venue_id]
+        if int(self.counters.day[i]) < day:
+            self.counters.rollover(i, day)
+            self._load_reserved(venue_id, i, day)
+
+    def _load_reserved(self, venue_id: str, i: int, day: int) -> None:
+        """A new day's slot rows start from the reservations already booked for it."""
+        for s_idx, slot in enumerate(self.effective[venue_id].slots):
+            n = self.reserved_count(venue_id, day, slot.slot_id)
+            if n and s_idx < self.counters.slot_reserved.shape[1]:
+                self.counters.slot_reserved[i, s_idx] = n
+
+    def status(self, venue: Venue, local: LocalTime, now_ms: int) -> dict[str, Any]:
+        """The live figures of one venue, straight from the counters."""
+        i = self.index[venue.venue_id]
+        c = self.counters
+        occ, today = int(c.occupancy[i]), int(c.entries_today[i])
+        epm, mtf = c.rates(i, local.minute)
+        slots = [
+            [s.slot_id, s.capacity, self.reserved_count(venue.venue_id, local.day, s.slot_id),
+             int(c.slot_admitted[i, k]) if k < c.slot_admitted.shape[1] else 0]
+            for k, s in enumerate(venue.slots)
+        ]  # fmt: skip
+        return {
+            "venue_id": venue.venue_id,
+            "city": venue.city,
+            "occupancy": occ,
+            "entries_today": today,
+            "exits_today": int(c.exits_today[i]),
+            "daily_capacity": venue.daily_capacity,
+            "instant_capacity": venue.instant_capacity,
+            "alert_level": int(
+                alert_level(occ, venue.instant_capacity, today, venue.daily_capacity, venue.alerts)
+            ),
+            "paused": self.paused(venue.venue_id),
+            "entries_per_minute": float(epm),
+            "minutes_to_full": float(mtf),
+            "slots": slots,
+            "as_of_ms": now_ms,
+        }
+
+    def live(self, venue_id: str) -> list[int]:
+        i = self.index[venue_id]
+        return [int(self.counters.occupancy[i]), int(self.counters.entries_today[i])]
+
+    def capacity_view(
+        self,
+        venue: Venue,
+        pass_: PassRecord | None,
+        local: LocalTime | None,
+        running: Running,
+        writes: BatchWrites,
+    ) -> CapacityView:
+        if local is None:
+            return _NO_VIEW
+        occ, today = running.get(venue.venue_id)
+        alert = alert_level(occ, venue.instant_capacity, today, venue.daily_capacity, venue.alerts)
+        reserved = nxt = None
+        if venue.slots:
+            reserved = self._reserved_slot(venue, pass_, local, writes)
+            if reserved is None:
+                nxt = self._next_free_label(venue, local)
+        return CapacityView(occ, today, self.paused(venue.venue_id), alert, reserved, nxt)
+
+    def _reserved_slot(
+        self, venue: Venue, pass_: PassRecord | None, local: LocalTime, writes: BatchWrites
+    ) -> str | None:
+        if pass_ is None:
+            return None
+        before = venue.reservation_tolerance_before_min
+        after = venue.reservation_tolerance_after_min
+        for sid in current_slot_ids(venue.slots, local.minute, before, after):
+            holders = self.reservations.get((venue.venue_id, local.day, sid))
+            if holders is None or pass_.pass_id not in holders:
+                continue
+            key = reservation_key(venue.venue_id, local.day, sid, pass_.pass_id)
+            if writes.reservations_put.get(key, holders[pass_.pass_id]) == RESERVED:
+                return sid
+        return None
+
+    def _next_free_label(self, venue: Venue, local: LocalTime) -> str | None:
+        counts = {
+            s.slot_id: len(self.reservations.get((venue.venue_id, local.day, s.slot_id), ()))
+            for s in venue.slots
+        }
+        slot = next_free_slot(venue.slots, local.minute, counts)
+        return None if slot is None else slot_label(slot)
+
+    def slot_index(self, venue_id: str, slot_id: str) -> int:
+        for i, s in enumerate(self.effective[venue_id].slots):
+            if s.slot_id == slot_id:
+                return i
+        return -1
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    def consume_reservation(
+        self, venue_id: str, day: int, slot_id: str, pass_id: str, writes: BatchWrites
+    ) -> int:
+        writes.reservations_put[reservation_key(venue_id, day, slot_id, pass_id)] = CONSUMED
+        return self.slot_index(venue_id, slot_id)
+
+    def restore_reservation(
+        self, venue_id: str, day: int, slot_idx: int, pass_id: str, writes: BatchWrites
+    ) -> None:
+        slots = self.effective[venue_id].slots
+        if 0 <= slot_idx < len(slots):
+            key = reservation_key(venue_id, day, slots[slot_idx].slot_id, pass_id)
+            writes.reservations_put[key] = RESERVED
+
+    def reserved_count(self, venue_id: str, day: int, slot_id: str) -> int:
+        return len(self.reservations.get((venue_id, day, slot_id), ()))
+
+    def holds(self, venue_id: str, day: int, slot_id: str, pass_id: str) -> bool:
+        return pass_id in self.reservations.get((venue_id, day, slot_id), {})
+
+    def find_slot(self, venue_id: str, slot_id: str) -> Slot | None:
+        venue = self.effective.get(venue_id)
+        if venue is None:
+            return None
+        return next((s for s in venue.slots if s.slot_id == slot_id), None)
+
+    # -- quotas ---------------------------------------------------------------------------------
+
+    def stage_state(self, venue_id: str, writes: BatchWrites, **changes: Any) -> None:
+        state = dict(self.state.get(venue_id, {}))
+        state.update(changes)
+        writes.venues[venue_id] = state
+
+    def _effective(self, venue_id: str, state: dict[str, Any]) -> Venue:
+        base = self.base[venue_id]
+        slot_caps = state.get("slots") or {}
+        slots = tuple(
+            dataclasses.replace(s, capacity=int(slot_caps.get(s.slot_id, s.capacity)))
+            for s in base.slots
+        )
+        alerts = state.get("alerts")
+        return dataclasses.replace(
+            base,
+            instant_capacity=int(state.get("instant", base.instant_capacity)),
+            daily_capacity=int(state.get("daily", base.daily_capacity)),
+            slots=slots,
+            alerts=AlertThresholds(*alerts) if alerts else base.alerts,
+        )
+
+    # -- commit and restore ---------------------------------------------------------------------
+
+    def apply_committed(self, writes: BatchWrites) -> None:
+        for venue_id, state in writes.venues.items():
+            self.state[venue_id] = state
+            self.effective[venue_id] = self._effective(venue_id, state)
+        if writes.venues:
+            self._sync_counters()
+        for key, status in writes.reservations_put.items():
+            venue_id, day, slot_id, pass_id = key.decode().split("\x00")
+            self.reservations.setdefault((venue_id, int(day), slot_id), {})[pass_id] = status
+        for key in writes.reservations_del:
+            venue_id, day, slot_id, pass_id = key.decode().split("\x00")
+            holders = self.reservations.get((venue_id, int(day), slot_id))
+            if holders is not None:
+                holders.pop(pass_id, None)
+
+    def restore(self, store: ShardStore) -> None:
+        writes = BatchWrites()
+        for venue_id, state in store.iter_venues():
+            if venue_id in self.base:
+                writes.venues[venue_id] = state
+        for venue_id, day, slot_id, pass_id, status in store.iter_reservations():
+            writes.reservations_put[reservation_key(venue_id, day, slot_id, pass_id)] = status
+        self.apply_committed(writes)

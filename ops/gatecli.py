@@ -1,0 +1,158 @@
+"""A command-line gate for a person at a terminal: validate, look up, revoke, annul, watch.
+
+    python -m ops.gatecli validate --venue hz-west-lake --gate hz-west-lake-g01 --card DEMO-CARD-RESIDENT
+    python -m ops.gatecli pass --card DEMO-CARD-RESIDENT
+    python -m ops.gatecli revoke P0000000042
+    python -m ops.gatecli status hz-west-lake
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import grpc
+
+from proto.passgate.v1 import (
+    common_pb2,
+    gate_pb2,
+    gate_pb2_grpc,
+    passes_pb2,
+    passes_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+)
+
+_KINDS = {"card": 1, "qr": 2, "id": 3}
+
+
+def _credential(args: argparse.Namespace) -> common_pb2.Credential | None:
+    for name, kind in _KINDS.items():
+        value = getattr(args, name, None)
+        if value:
+            return common_pb2.Credential(kind=kind, value=value)
+    return None
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def show_decision(d: gate_pb2.Decision) -> str:
+    verdict = "ALLOWED" if d.allowed else "DENIED"
+    reason = common_pb2.Reason.Name(d.reason)
+    lines = [f"{verdict}  {reason}", f"  message:   {d.message}"]
+    if d.pass_id:
+        lines.append(f"  pass:      {d.pass_id}")
+    remaining = "unlimited" if d.remaining_entries == -1 else str(d.remaining_entries)
+    lines.append(f"  remaining: {remaining}")
+    lines.append(f"  venue:     {common_pb2.AlertLevel.Name(d.venue_alert)}")
+    if d.pay_later:
+        lines.append(f"  pay later: charged {d.charge_fen / 100:.2f} yuan")
+    lines.append(f"  request:   {d.request_id} at {_when(d.decided_at_ms)}")
+    return "\n".join(lines)
+
+
+def show_pass(view: passes_pb2.PassView) -> str:
+    p = getattr(view, "pass")
+    creds = ", ".join(f"{common_pb2.CredentialKind.Name(c.kind)[16:]}:{c.value}" for c in p.credentials)
+    lines = [
+        f"pass {p.pass_id}  product {p.product_id}",
+        f"  status {passes_pb2.PassStatus.Name(p.status)[12:]}"
+        f"  credit {passes_pb2.CreditTier.Name(p.credit_tier)[12:]}"
+        f"  valid {p.valid_from} .. {p.valid_until}",
+        f"  credentials: {creds}",
+        f"  groups: {', '.join(p.groups) or '-'}",
+    ]
+    for u in view.usage:
+        inside = " inside" if u.inside else ""
+        lines.append(
+            f"  {u.venue_id}: {u.entries} entries, {u.entries_today} today{inside}"
+            + (f", last {_when(u.last_entry_ms)}" if u.last_entry_ms else "")
+        )
+    return "\n".join(lines)
+
+
+def show_status(s: quota_pb2.VenueStatus) -> str:
+    mtf = "not filling" if s.minutes_to_full < 0 else f"{s.minutes_to_full:.0f} min"
+    lines = [
+        f"{s.venue_id}: {common_pb2.AlertLevel.Name(s.alert)[12:]}"
+        + ("  PAUSED" if s.paused else ""),
+        f"  inside {s.occupancy}/{s.instant_capacity}  today {s.entries_today}/{s.daily_capacity}"
+        f"  exits {s.exits_today}",
+        f"  {s.entries_per_minute:.1f} entries/min, full in {mtf}",
+    ]
+    for slot in s.slots:
+        lines.append(f"  slot {slot.slot_id}: {slot.reserved}/{slot.capacity} reserved")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gatecli", description=__doc__)
+    p.add_argument("--target", default="127.0.0.1:50051", help="passgate host:port")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="ask whether a credential may enter")
+    v.add_argument("--venue", required=True)
+    v.add_argument("--gate", required=True)
+    v.add_argument("--exit", action="store_true", help="an exit instead of an entry")
+    v.add_argument("--dry-run", action="store_true")
+    v.add_argument("--request-id", default=None, help="reuse to retry idempotently")
+    g = sub.add_parser("pass", help="look up a pass and its usage")
+    g.add_argument("--pass-id", default=None)
+    for cmd in (v, g):
+        for name in _KINDS:
+            cmd.add_argument(f"--{name}", default=None, help=f"{name.upper()} credential value")
+    r = sub.add_parser("revoke", help="revoke a pass (reported lost)")
+    r.add_argument("pass_id")
+    r.add_argument("--reason", default="reported lost")
+    a = sub.add_parser("annul", help="undo an entry whose turnstile did not turn")
+    a.add_argument("request_id")
+    a.add_argument("--venue", required=True)
+    a.add_argument("--gate", required=True)
+    s = sub.add_parser("status", help="a venue's live capacity")
+    s.add_argument("venue")
+    return p
+
+
+def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
+    gate = gate_pb2_grpc.GateStub(channel)
+    passes = passes_pb2_grpc.PassesStub(channel)
+    if args.cmd == "validate":
+        req = gate_pb2.ValidateRequest(
+            request_id=args.request_id or uuid.uuid4().hex,
+            venue_id=args.venue,
+            gate_id=args.gate,
+            credential=_credential(args),
+            direction=2 if args.exit else 1,
+            dry_run=args.dry_run,
+        )
+        return show_decision(gate.Validate(req, timeout=5))
+    if args.cmd == "pass":
+        ref = passes_pb2.PassRef(pass_id=args.pass_id or "", credential=_credential(args))
+        return show_pass(passes.GetPass(ref, timeout=5))
+    if args.cmd == "revoke":
+        req = passes_pb2.RevokeRequest(pass_id=args.pass_id, reason=args.reason)
+        return "revoked\n" + show_pass(passes.RevokePass(req, timeout=5))
+    if args.cmd == "annul":
+        ann = gate_pb2.AnnulRequest(request_id=args.request_id, venue_id=args.venue, gate_id=args.gate)
+        resp = gate.Annul(ann, timeout=5)
+        return f"{'annulled' if resp.annulled else 'not annulled'}: {resp.reason}"
+    quota = quota_pb2_grpc.QuotaStub(channel)
+    return show_status(quota.GetVenueStatus(quota_pb2.VenueRef(venue_id=args.venue), timeout=5))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            print(run(args, channel))
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Starts passgate: a local Ray instance (or joins one), the catalog, the shards and the ingress.
+
+    python run_cluster.py --data-dir data --port 50051 --shards 2
+
+Ctrl-C or SIGTERM drains in-flight requests and shuts down cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import ray
+import uvloop
+from prometheus_client import start_http_server
+
+from actors import metrics
+from actors.cluster import NAMESPACE, Handles, start_actors
+from actors.config_files import DEFAULT_CONFIG_DIR, load_demo_passes, load_province
+from actors.errors import PassgateError
+from actors.seed import seed_if_empty
+from actors.server import Ingress, IngressSettings
+from core.config import ConfigError
+
+log = logging.getLogger("passgate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_DIR, help="config directory")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="LMDB data directory")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
+    p.add_argument("--host", default="0.0.0.0", help="gRPC listen address")
+    p.add_argument("--shards", type=int, default=2, help="number of VenueShard actors")
+    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port")
+    p.add_argument("--batch-size", type=int, default=256, help="flush a shard batch at B items")
+    p.add_argument("--batch-delay-us", type=int, default=1000, help="or after T microseconds")
+    p.add_argument("--max-inflight-batches", type=int, default=2, help="per shard")
+    p.add_argument("--max-queue", type=int, default=8192, help="waiting requests per shard")
+    p.add_argument("--seed-passes", type=int, default=10000, help="synthetic passes on first start")
+    p.add_argument(
+        "--frozen-clock",
+        default=None,
+        help="ISO instant the shards use as 'now' (demos and tests only)",
+    )
+    args = p.parse_args(argv)
+    if args.shards < 1:
+        p.error("--shards must be at least 1")
+    if args.batch_size < 1 or args.batch_delay_us < 0:
+        p.error("--batch-size must be >= 1 and --batch-delay-us >= 0")
+    return args
+
+
+def _frozen_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return int(instant.timestamp() * 1000)
+
+
+async def serve(args: argparse.Namespace, handles: Handles) -> None:
+    province = load_province(args.config)
+    settings = IngressSettings(
+        port=args.port,
+        host=args.host,
+        max_batch=args.batch_size,
+        max_delay_us=args.batch_delay_us,
+        max_inflight_batches=args.max_inflight_batches,
+        max_queue=args.max_queue,
+    )
+    ingress = Ingress(handles, province, args.data_dir, settings)
+    await ingress.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"passgate ready on port {ingress.port} (metrics on {args.metrics_port})", flush=True)
+    await stop.wait()
+    print("passgate draining...", flush=True)
+    await ingress.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    try:
+        province = load_province(args.config)
+        demo = load_demo_passes(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    ray.init(
+        address=args.address,
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    try:
+        handles = start_actors(province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock))
+        today = date.today().toordinal()
+        seeded = seed_if_empty(handles, province, demo, args.seed_passes, today)
+        if seeded:
+            print(f"seeded {seeded} passes into the catalog", flush=True)
+        if args.metrics_port:
+            start_http_server(args.metrics_port, registry=metrics.REGISTRY)
+        uvloop.run(serve(args, handles))
+    except PassgateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+    print("passgate stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""VenueShard as a plain class over a real LMDB directory: batches, durability, idempotency, annul,
+capacity, reservations and restart. No Ray."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from actors.catalog import CatalogWriter, catalog_path
+from actors.codec import packb, unpackb
+from actors.errors import StorageError
+from actors.shard import VenueShard
+from core.models import (
+    AntiPassback,
+    CredentialKind,
+    PassbackMode,
+    PassRecord,
+    Product,
+    Province,
+    Reason,
+    Slot,
+    Venue,
+    VenueRule,
+)
+
+TZ = ZoneInfo("Asia/Shanghai")
+# 2026-10-01 10:00 in Shanghai.
+NOW_MS = int(datetime(2026, 10, 1, 2, 0, tzinfo=UTC).timestamp() * 1000)
+DAY = date(2026, 10, 1).toordinal()
+ALL_DAY = tuple(((0, 1440),) for _ in range(7))
+
+
+def _venue(venue_id: str, instant: int = 100, daily: int = 1000, **kw: Any) -> Venue:
+    return Venue(
+        venue_id=venue_id,
+        name=venue_id,
+        city="Hangzhou",
+        tz_name="Asia/Shanghai",
+        tz=TZ,
+        opening=ALL_DAY,
+        instant_capacity=instant,
+        daily_capacity=daily,
+        anti_passback=kw.pop("anti_passback", AntiPassback()),
+        gates=frozenset({f"{venue_id}-g1", f"{venue_id}-g2"}),
+        **kw,
+    )
+
+
+def _province() -> Province:
+    venues = {
+        "lake": _venue("lake"),
+        "small": _venue("small", instant=3, daily=10),
+        "museum": _venue(
+            "museum",
+            reservation_required=True,
+            slots=(Slot("am", 540, 660, 2), Slot("noon", 660, 780, 2)),
+        ),
+        "hard": _venue("hard", anti_passback=AntiPassback(PassbackMode.HARD, 30)),
+    }
+    product = Product("annual", "Annual", {vid: VenueRule() for vid in venues})
+    return Province("Test", "Asia/Shanghai", venues, {"annual": product})
+
+
+def _pass(i: int) -> PassRecord:
+    return PassRecord(
+        pass_id=f"P{i}",
+        product_id="annual",
+        credentials=((CredentialKind.CARD, f"C{i}"),),
+        valid_from=date(2026, 1, 1).toordinal(),
+        valid_until=date(2027, 12, 31).toordinal(),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = NOW_MS
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    writer = CatalogWriter(catalog_path(tmp_path))
+    writer.upsert(_pass(i) for i in range(50))
+    writer.close()
+    return tmp_path
+
+
+def _shard(data_dir: Path, clock: Clock | None = None) -> VenueShard:
+    return VenueShard(0, 1, _province(), str(data_dir), clock or Clock())
+
+
+def _req(rid: str, venue: str, card: str, exit_: bool = False, dry: bool = False) -> list[Any]:
+    return [rid, venue, f"{venue}-g1", int(CredentialKind.CARD), card, 2 if exit_ else 1, 0, dry]
+
+
+def _decide(shard: VenueShard, *rows: list[Any]) -> list[list[Any]]:
+    return unpackb(shard.decide_batch(packb(list(rows))))
+
+
+def test_admit_is_stored_and_survives_restart(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    [d] = _decide(shard, _req("r1", "lake", "C1"))
+    assert d[1] is True and d[2] == Reason.OK and d[4] == "P1"
+    shard.store.close()
+    again = _shard(data_dir)
+    assert again.stored_admits() == 1
+    assert again.usage_of("P1")[0][:2] == ["lake", 1]
+    [retry] = _decide(again, _req("r1", "lake", "C1"))
+    assert retry == d
+    assert again.stored_admits() == 1
+
+
+def test_duplicate_request_in_one_batch_counts_once(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    a, b = _decide(shard, _req("r1", "lake", "C1"), _req("r1", "lake", "C1"))
+    assert a == b
+    assert shard.stored_admits() == 1
+
+
+def test_dry_run_changes_nothing(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    [d] = _decide(shard, _req("r1", "lake", "C1", dry=True))
+    assert d[1] is True
+    assert shard.stored_admits() == 0
+    assert shard.usage_of("P1") == []
+    assert list(shard.store.iter_log()) == []
+    [real] = _decide(shard, _req("r1", "lake", "C1"))
+    assert real[1] is True and shard.stored_admits() == 1
+
+
+def test_denials_are_logged_too(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    [d] = _decide(shard, _req("r1", "lake", "NO-SUCH-CARD"))
+    assert d[1] is False and d[2] == Reason.UNKNOWN_CREDENTIAL
+    [(_, rec)] = list(shard.store.iter_log())
+    assert rec[1] == "r1" and rec[7] == Reason.UNKNOWN_CREDENTIAL
+
+
+def test_instant_capacity_is_exact_and_an_exit_frees_one_place(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    out = _decide(shard, *[_req(f"r{i}", "small", f"C{i}") for i in range(6)])
+    assert [d[1] for d in out] == [True, True, True, False, False, False]
+    assert {d[2] for d in out[3:]} == {Reason.VENUE_FULL}
+    _decide(shard, _req("x1", "small", "C0", exit_=True))
+    out = _decide(shard, _req("r10", "small", "C10"), _req("r11", "small", "C11"))
+    assert [d[1] for d in out] == [True, False]
+    assert int(shard.counters.occupancy[shard.book.index["small"]]) == 3
+
+
+def test_annul_gives_the_place_back_once(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    _decide(shard, *[_req(f"r{i}", "small", f"C{i}") for i in range(3)])
+    assert shard.annul("r0", "small", "small-g2") == (
+        False,
+        "annul must come from the gate that admitted the entry",
+    )
+    assert shard.annul("r0", "small", "small-g1")[0] is True
+    assert shard.annul("r0", "small", "small-g1") == (True, "already annulled")
+    assert shard.stored_admits() == 2
+    assert shard.usage_of("P0")[0][1] == 0
+    [d] = _decide(shard, _req("r9", "small", "C9"))
+    assert d[1] is True
+
+
+def test_annul_too_late_is_refused(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    _decide(shard, _req("r1", "lake", "C1"))
+    clock.ms += 16 * 60 * 1000
+    ok, _ = shard.annul("r1", "lake", "lake-g1")
+    assert ok is False
+    assert shard.stored_admits() == 1
+
+
+def test_failed_commit_leaves_no_trace(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shard = _shard(data_dir)
+
+    def broken(_writes: object) -> int:
+        raise StorageError("disk full")
+
+    monkeypatch.setattr(shard.store, "commit", broken)
+    with pytest.raises(StorageError):
+        _decide(shard, _req("r1", "small", "C1"))
+    monkeypatch.undo()
+    assert shard.usage_of("P1") == []
+    assert int(shard.counters.occupancy[shard.book.index["small"]]) == 0
+    [d] = _decide(shard, _req("r1", "small", "C1"))
+    assert d[1] is True and shard.stored_admits() == 1
+
+
+def test_hard_passback_then_counters_restored_after_restart(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    first, second = _decide(shard, _req("r1", "hard", "C1"), _req("r2", "hard", "C1"))
+    assert first[1] is True
+    assert second[2] == Reason.ANTI_PASSBACK
+    shard.store.close()
+    again = _shard(data_dir)
+    i = again.book.index["hard"]
+    assert int(again.counters.occupancy[i]) == 1
+    assert int(again.counters.entries_today[i]) == 1
+    [d] = _decide(again, _req("r3", "hard", "C1"))
+    assert d[2] == Reason.ANTI_PASSBACK
+
+
+def test_reservation_required_then_reserved_entry_consumes_it(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    [denied] = _decide(shard, _req("r1", "museum", "C1"))
+    assert denied[2] == Reason.RESERVATION_REQUIRED
+    assert shard.reserve("P1", "museum", DAY, "am")[0] is True
+    [ok] = _decide(shard, _req("r2", "museum", "C1"))
+    assert ok[1] is True
+    _decide(shard, _req("x", "museum", "C1", exit_=True))
+    [again] = _decide(shard, _req("r3", "museum", "C1"))
+    assert again[2] == Reason.RESERVATION_REQUIRED
+
+
+def test_slot_is_never_overbooked_and_survives_restart(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    answers = [shard.reserve(f"P{i}", "museum", DAY, "noon")[0] for i in range(5)]
+    assert answers == [True, True, False, False, False]
+    assert shard.cancel_reservation("P0", "museum", DAY, "noon")[0] is True
+    assert shard.reserve("P3", "museum", DAY, "noon")[0] is True
+    shard.store.close()
+    again = _shard(data_dir)
+    assert again.reserve("P4", "museum", DAY, "noon")[:2] == (False, "slot full")
+
+
+def test_quota_and_pause_persist(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    problems, _ = shard.set_quota("lake", 500, 600, {}, None, False)
+    assert problems and problems[0][0] == "instant_capacity"
+    problems, status = shard.set_quota("lake", 500, 2, {}, (50, 60, 70), False)
+    assert problems == [] and status is not None and status["instant_capacity"] == 2
+    shard.set_paused("small", True)
+    shard.store.close()
+    again = _shard(data_dir)
+    out = _decide(again, *[_req(f"r{i}", "lake", f"C{i}") for i in range(3)])
+    assert [d[1] for d in out] == [True, True, False]
+    [paused] = _decide(again, _req("p", "small", "C40"))
+    assert paused[2] == Reason.VENUE_PAUSED
+
+
+def test_layout_mismatch_is_refused(data_dir: Path) -> None:
+    _shard(data_dir).store.close()
+    with pytest.raises(Exception, match="shards"):
+        VenueShard(0, 2, _province(), str(data_dir), Clock())
