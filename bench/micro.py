@@ -1,0 +1,187 @@
+"""Microbenchmarks of the real code paths, without gRPC or Ray: one table of figures.
+
+Each row times the production function on generated data; nothing is stubbed out. Figures are
+best-of-N wall-clock runs, so a noisy neighbour can only make them look worse.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.catalog import CatalogReader, CatalogWriter, catalog_path
+from actors.codec import packb
+from actors.config_files import DEFAULT_CONFIG_DIR, load_province
+from actors.shard import VenueShard, shard_of
+from actors.shard_store import BatchWrites, ShardStore
+from core.clock import local_time
+from core.counters import CapacityCounters, warm
+from core.models import CapacityView, CredentialKind, Direction, Request, Usage
+from core.population import generate_passes
+from core.rules import decide
+
+
+@dataclass
+class Row:
+    name: str
+    per_item_us: float
+    items_per_s: float
+    note: str = ""
+
+
+def best_of(runs: int, fn: Callable[[], int]) -> tuple[float, int]:
+    """Runs fn `runs` times; returns the fastest wall time and the items it handled."""
+    best, items = float("inf"), 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        items = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, items
+
+
+def _row(name: str, seconds: float, items: int, note: str = "") -> Row:
+    return Row(name, seconds / items * 1e6, items / seconds, note)
+
+
+class Fixture:
+    """A province, a populated catalog and shard store in a temporary data directory."""
+
+    def __init__(self, n_passes: int) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="passgate-bench-")
+        self.data = Path(self.tmp.name)
+        self.province = load_province(DEFAULT_CONFIG_DIR)
+        self.today = date(2026, 10, 2).toordinal()
+        self.now_ms = int(time.mktime((2026, 10, 2, 10, 0, 0, 0, 0, -1)) * 1000)
+        writer = CatalogWriter(catalog_path(self.data))
+        self.passes = list(generate_passes(self.province, 0, n_passes, 7, self.today))
+        writer.upsert(self.passes)
+        writer.close()
+        self.venues = sorted(self.province.venues)
+
+    def requests(self, n: int, venues: list[str]) -> list[list[Any]]:
+        rows = []
+        for i in range(n):
+            p = self.passes[(i * 7919) % len(self.passes)]
+            venue = self.province.venues[venues[i % len(venues)]]
+            gate = sorted(venue.gates)[0]
+            kind, value = p.credentials[0]
+            rows.append([f"b{i}", venue.venue_id, gate, int(kind), value, 1, 0, False])
+        return rows
+
+    def close(self) -> None:
+        self.tmp.cleanup()
+
+
+def bench_decide(fx: Fixture) -> Row:
+    venue = fx.province.venues[fx.venues[0]]
+    local = local_time(venue.tz, fx.now_ms)
+    usage, view = Usage(), CapacityView()
+    reqs = [
+        Request(f"r{i}", venue.venue_id, sorted(venue.gates)[0], CredentialKind.CARD, "x",
+                Direction.ENTRY)
+        for i in range(20000)
+    ]  # fmt: skip
+    passes = fx.passes
+
+    def run() -> int:
+        for i, r in enumerate(reqs):
+            decide(passes[i % len(passes)], usage, venue, r, fx.now_ms, fx.province, view, local)
+        return len(reqs)
+
+    return _row("core.decide", *best_of(5, run))
+
+
+def bench_counters() -> Row:
+    warm()
+    c = CapacityCounters(64)
+    n = 256
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 64, n).astype(np.int32)
+    day = np.full(n, 740000, dtype=np.int32)
+    minute = rng.integers(0, 1440, n).astype(np.int32)
+    kind = rng.integers(1, 3, n).astype(np.int8)
+    slot = np.full(n, -1, dtype=np.int32)
+
+    def run() -> int:
+        for _ in range(2000):
+            c.apply_batch(idx, day, minute, kind, slot)
+        return 2000 * n
+
+    return _row("numba counters apply_batch (256/batch)", *best_of(3, run))
+
+
+def bench_commit(fx: Fixture, size: int) -> Row:
+    store = ShardStore(fx.data / f"commit-{size}")
+    batches = max(20, 4096 // size)
+
+    def run() -> int:
+        for b in range(batches):
+            w = BatchWrites()
+            for i in range(size):
+                key = f"v\x00P{b}-{i}".encode()
+                w.usage[key] = [1, 1, 1, 1, True, 0, 0, 0]
+                w.requests[f"r{b}-{i}"] = [["r", True, 1, "ok", "P", -1, 1, False, 0, 0, False, False]]
+                w.log.append([0, f"r{b}-{i}", "v", "g", "P", 1, True, 1, 1, 0, 0, -1, 0, False])
+            store.commit(w)
+        return batches * size
+
+    seconds, items = best_of(2, run)
+    store.close()
+    note = f"{seconds / batches * 1e3:.2f} ms per commit (fsync)"
+    return _row(f"LMDB group commit, batch {size}", seconds, items, note)
+
+
+def bench_catalog(fx: Fixture) -> Row:
+    reader = CatalogReader(catalog_path(fx.data))
+    creds = [p.credentials[0] for p in fx.passes[:20000]]
+
+    def run() -> int:
+        with reader.begin() as txn:
+            for kind, value in creds:
+                reader.lookup(txn, int(kind), value)
+        return len(creds)
+
+    row = _row("catalog lookup (credential -> record)", *best_of(5, run))
+    reader.close()
+    return row
+
+
+def bench_shard(fx: Fixture, batch: int = 256) -> Row:
+    shard = VenueShard(0, 1, fx.province, str(fx.data), lambda: fx.now_ms)
+    mine = [v for v in fx.venues if shard_of(v, 1) == 0]
+    rows = fx.requests(batch * 200, mine)
+    payloads = [packb(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+
+    def run() -> int:
+        for p in payloads:
+            shard.decide_batch(p)
+        return len(rows)
+
+    seconds, items = best_of(1, run)
+    shard.store.close()
+    return _row(f"shard batch path (batch {batch}, incl. LMDB commit)", seconds, items)
+
+
+def run_all(n_passes: int = 50000) -> list[Row]:
+    fx = Fixture(n_passes)
+    try:
+        rows = [bench_decide(fx), bench_counters(), bench_catalog(fx)]
+        rows += [bench_commit(fx, size) for size in (1, 64, 256, 1024)]
+        rows.append(bench_shard(fx))
+        return rows
+    finally:
+        fx.close()
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| benchmark | µs per item | items/s | note |", "|---|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.per_item_us:.2f} | {r.items_per_s:,.0f} | {r.note} |")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""SIGKILL a shard's worker while admits stream in; Ray restarts it; nothing lost, nothing twice.
+
+Its own server (and data directory), so the kill cannot disturb the other end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from proto.passgate.v1 import (
+    common_pb2,
+    gate_pb2,
+    gate_pb2_grpc,
+    passes_pb2,
+    passes_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+)
+from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE
+from tests.e2e.harness import Server, running_server
+
+pytestmark = pytest.mark.e2e
+VENUE = "t-lake"
+N_PASSES = 200
+CLIENTS = 6
+SEND_SECONDS = 6.0
+RETRY_SECONDS = 90.0
+
+
+@pytest.fixture(scope="module")
+def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("crash-data")
+    args = ("--shards", "2", "--seed-passes", "0", "--frozen-clock", FROZEN)
+    with running_server(data_dir, *args, config=TEST_PROVINCE) as srv:
+        with srv.channel() as ch:
+            records = (
+                passes_pb2.PassRecord(
+                    pass_id=f"CRASH-{i}",
+                    product_id="t-annual",
+                    credentials=[common_pb2.Credential(kind=CARD, value=f"CARD-CRASH-{i}")],
+                    valid_from="2026-01-01",
+                    valid_until="2027-12-31",
+                )
+                for i in range(N_PASSES)
+            )
+            summary = passes_pb2_grpc.PassesStub(ch).UpsertPasses(records, timeout=60)
+            assert summary.upserted == N_PASSES
+        yield srv
+
+
+def _request(client: int, n: int) -> gate_pb2.ValidateRequest:
+    i = (client * 7919 + n) % N_PASSES
+    return gate_pb2.ValidateRequest(
+        request_id=f"crash-{client}-{n}",
+        venue_id=VENUE,
+        gate_id=f"{VENUE}-g0{1 + client % 4}",
+        credential=common_pb2.Credential(kind=CARD, value=f"CARD-CRASH-{i}"),
+    )
+
+
+class Ledger:
+    """What the gates were told, and what is still in doubt."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decided: dict[str, gate_pb2.Decision] = {}
+        self.in_doubt: dict[str, gate_pb2.ValidateRequest] = {}
+
+    def record(self, r: gate_pb2.ValidateRequest, d: gate_pb2.Decision | None) -> None:
+        with self.lock:
+            if d is None:
+                self.in_doubt[r.request_id] = r
+            else:
+                self.in_doubt.pop(r.request_id, None)
+                self.decided[r.request_id] = d
+
+
+def _gate_client(target: str, client: int, stop: threading.Event, ledger: Ledger) -> None:
+    with grpc.insecure_channel(target) as ch:
+        gate = gate_pb2_grpc.GateStub(ch)
+        n = 0
+        while not stop.is_set() and n < 5000:
+            r = _request(client, n)
+            n += 1
+            try:
+                ledger.record(r, gate.Validate(r, timeout=1.0))
+            except grpc.RpcError:
+                ledger.record(r, None)
+
+
+def _wait_for_new_pid(server: Server, shard: int, old: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = server.shard_pid(shard)
+        except (OSError, ValueError):
+            pid = old
+        if pid != old:
+            return pid
+        time.sleep(0.1)
+    raise AssertionError("shard was not restarted")
+
+
+def _owner(venue_id: str, n_shards: int) -> int:
+    from actors.shard import shard_of
+
+    return shard_of(venue_id, n_shards)
+
+
+def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_server: Server) -> None:
+    ledger = Ledger()
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_gate_client, args=(crash_server.target, c, stop, ledger))
+        for c in range(CLIENTS)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        shard = _owner(VENUE, 2)
+        victim = crash_server.shard_pid(shard)
+        os.kill(victim, signal.SIGKILL)
+        _wait_for_new_pid(crash_server, shard, victim)
+        time.sleep(SEND_SECONDS - 1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+    with crash_server.channel() as ch:
+        gate = gate_pb2_grpc.GateStub(ch)
+        deadline = time.monotonic() + RETRY_SECONDS
+        while ledger.in_doubt and time.monotonic() < deadline:
+            for r in list(ledger.in_doubt.values()):
+                try:
+                    ledger.record(r, gate.Validate(r, timeout=5.0))
+                except grpc.RpcError:
+                    time.sleep(0.2)
+        assert not ledger.in_doubt, f"{len(ledger.in_doubt)} requests never got a decision"
+
+        # Every retry of an answered request returns the one decision it had.
+        for request_id, decision in list(ledger.decided.items())[::7]:
+            client, n = map(int, request_id.split("-")[1:])
+            assert gate.Validate(_request(client, n), timeout=5.0) == decision
+
+        told = sum(1 for d in ledger.decided.values() if d.allowed)
+        passes = passes_pb2_grpc.PassesStub(ch)
+        stored = 0
+        for i in range(N_PASSES):
+            view = passes.GetPass(passes_pb2.PassRef(pass_id=f"CRASH-{i}"), timeout=10)
+            stored += sum(u.entries for u in view.usage if u.venue_id == VENUE)
+        status = quota_pb2_grpc.QuotaStub(ch).GetVenueStatus(
+            quota_pb2.VenueRef(venue_id=VENUE), timeout=10
+        )
+    assert told > 100, "too few admits to say anything"
+    assert stored == told
+    assert status.entries_today == told
