@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lmdb
 
-from actors.codec import credential_key, pass_from_list, pass_to_list, packb, unpackb
+from actors.codec import credential_key, packb, pass_from_list, pass_to_list, unpackb
 from actors.errors import StorageError
 from core.models import PassRecord, PassStatus
 

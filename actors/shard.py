@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from core.counters import CapacityCounters, warm
 
 from actors.catalog import CatalogReader, catalog_path
 from actors.codec import (
@@ -32,7 +33,6 @@ from actors.shard_quota import QuotaOps
 from actors.shard_store import BatchWrites, ShardStore, usage_key
 from actors.shard_venues import Running, VenueBook
 from core.clock import LocalTime, local_time
-from core.counters import CapacityCounters, warm
 from core.models import Direction, Province, Usage
 from core.rules import decide
 
@@ -158,14 +158,12 @@ class VenueShard(QuotaOps):
             outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province)
         else:
             capacity = self.book.capacity_view(venue, pass_, local, batch.running, batch.writes)
-            outcome = decide(
-                pass_, usage, venue, req, batch.now_ms, self.province, capacity, local
-            )
+            outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province, capacity, local)
         decision = decision_to_list(outcome.decision)
         if req.dry_run:
             return decision
         reserved = capacity.reserved_slot if capacity is not None else None
-        self._record(req, outcome, decision, ukey, local, batch, reserved)
+        self._record(req, outcome, decision, ukey, local, batch, reserved, usage.last_entry_ms)
         return decision
 
     def _record(
@@ -177,6 +175,7 @@ class VenueShard(QuotaOps):
         local: LocalTime | None,
         batch: _Batch,
         reserved: str | None,
+        prev_entry_ms: int,
     ) -> None:
         event = EV_ENTRY if outcome.entered else EV_EXIT if outcome.exited else EV_NONE
         day = local.day if local else 0
@@ -193,7 +192,10 @@ class VenueShard(QuotaOps):
             batch.usage[ukey] = outcome.usage
             batch.writes.usage[ukey] = usage_to_list(outcome.usage)
         pass_id = outcome.decision.pass_id
-        rec = [decision, req.venue_id, req.gate_id, pass_id, day, minute, slot_idx, event, False]
+        rec = [
+            decision, req.venue_id, req.gate_id, pass_id, day, minute, slot_idx, event, False,
+            prev_entry_ms,
+        ]  # fmt: skip
         batch.requests[req.request_id] = rec
         batch.writes.requests[req.request_id] = rec
         batch.writes.log.append(
@@ -278,17 +280,16 @@ class VenueShard(QuotaOps):
         if usage.day == rec[4]:
             usage.entries_today = max(0, usage.entries_today - 1)
         usage.inside = False
+        usage.last_entry_ms = rec[9]
         usage.charges_fen = max(0, usage.charges_fen - decision.charge_fen)
         usage.free_visits = max(0, usage.free_visits - int(decision.free_visit))
-        new_rec = [*rec[:8], True]
+        new_rec = [*rec[:8], True, rec[9]]
         writes = BatchWrites()
         writes.usage[ukey] = usage_to_list(usage)
         writes.requests[request_id] = new_rec
         event = (venue_id, rec[4], rec[5], EV_ANNUL, rec[6])
-        writes.log.append(
-            [now_ms, request_id, venue_id, gate_id, rec[3], 0, False, 0, EV_ANNUL, *event[1:3], rec[6]]
-            + [-decision.charge_fen, False]
-        )
+        log_row = [now_ms, request_id, venue_id, gate_id, rec[3], 0, False, 0, EV_ANNUL]
+        writes.log.append([*log_row, rec[4], rec[5], rec[6], -decision.charge_fen, False])
         if rec[6] >= 0:
             self.book.restore_reservation(venue_id, rec[4], rec[6], rec[3], writes)
         self.store.commit(writes)

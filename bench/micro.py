@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from core.counters import CapacityCounters, warm
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
 from actors.codec import packb
@@ -22,7 +23,6 @@ from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.shard import VenueShard, shard_of
 from actors.shard_store import BatchWrites, ShardStore
 from core.clock import local_time
-from core.counters import CapacityCounters, warm
 from core.models import CapacityView, CredentialKind, Direction, Request, Usage
 from core.population import generate_passes
 from core.rules import decide
@@ -127,7 +127,9 @@ def bench_commit(fx: Fixture, size: int) -> Row:
             for i in range(size):
                 key = f"v\x00P{b}-{i}".encode()
                 w.usage[key] = [1, 1, 1, 1, True, 0, 0, 0]
-                w.requests[f"r{b}-{i}"] = [["r", True, 1, "ok", "P", -1, 1, False, 0, 0, False, False]]
+                w.requests[f"r{b}-{i}"] = [
+                    ["r", True, 1, "ok", "P", -1, 1, False, 0, 0, False, False]
+                ]
                 w.log.append([0, f"r{b}-{i}", "v", "g", "P", 1, True, 1, 1, 0, 0, -1, 0, False])
             store.commit(w)
         return batches * size

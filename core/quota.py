@@ -23,9 +23,7 @@ def quota_problems(
     if instant <= 0:
         problems.append(("instant_capacity", f"must be positive, got {instant}"))
     if 0 < daily < instant:
-        problems.append(
-            ("instant_capacity", f"{instant} is above the daily capacity {daily}")
-        )
+        problems.append(("instant_capacity", f"{instant} is above the daily capacity {daily}"))
     known = {s.slot_id for s in venue.slots}
     for slot_id, cap in slot_caps.items():
         if slot_id not in known:

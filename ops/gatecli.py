@@ -1,9 +1,9 @@
 """A command-line gate for a person at a terminal: validate, look up, revoke, annul, watch.
 
-    python -m ops.gatecli validate --venue hz-west-lake --gate hz-west-lake-g01 --card DEMO-CARD-RESIDENT
-    python -m ops.gatecli pass --card DEMO-CARD-RESIDENT
-    python -m ops.gatecli revoke P0000000042
-    python -m ops.gatecli status hz-west-lake
+python -m ops.gatecli validate --venue hz-leifeng --gate hz-leifeng-g01 --card DEMO-CARD-RESIDENT
+python -m ops.gatecli pass --card DEMO-CARD-RESIDENT
+python -m ops.gatecli revoke P0000000042
+python -m ops.gatecli status hz-leifeng
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def show_decision(d: gate_pb2.Decision) -> str:
 
 def show_pass(view: passes_pb2.PassView) -> str:
     p = getattr(view, "pass")
-    creds = ", ".join(f"{common_pb2.CredentialKind.Name(c.kind)[16:]}:{c.value}" for c in p.credentials)
+    creds = ", ".join(
+        f"{common_pb2.CredentialKind.Name(c.kind)[16:]}:{c.value}" for c in p.credentials
+    )
     lines = [
         f"pass {p.pass_id}  product {p.product_id}",
         f"  status {passes_pb2.PassStatus.Name(p.status)[12:]}"
@@ -136,7 +138,9 @@ def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
         req = passes_pb2.RevokeRequest(pass_id=args.pass_id, reason=args.reason)
         return "revoked\n" + show_pass(passes.RevokePass(req, timeout=5))
     if args.cmd == "annul":
-        ann = gate_pb2.AnnulRequest(request_id=args.request_id, venue_id=args.venue, gate_id=args.gate)
+        ann = gate_pb2.AnnulRequest(
+            request_id=args.request_id, venue_id=args.venue, gate_id=args.gate
+        )
         resp = gate.Annul(ann, timeout=5)
         return f"{'annulled' if resp.annulled else 'not annulled'}: {resp.reason}"
     quota = quota_pb2_grpc.QuotaStub(channel)

@@ -49,7 +49,9 @@ def pass_records() -> Iterator[passes_pb2.PassRecord]:
                 product_id=product,
                 credentials=[
                     common_pb2.Credential(kind=CARD, value=card(kind, i)),
-                    common_pb2.Credential(kind=common_pb2.CREDENTIAL_KIND_QR, value=f"QR-{kind}-{i}"),
+                    common_pb2.Credential(
+                        kind=common_pb2.CREDENTIAL_KIND_QR, value=f"QR-{kind}-{i}"
+                    ),
                 ],
                 valid_from=start,
                 valid_until=end,

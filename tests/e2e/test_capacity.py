@@ -16,7 +16,6 @@ import pytest
 from actors.shard import shard_of
 from proto.passgate.v1 import (
     common_pb2,
-    gate_pb2,
     gate_pb2_grpc,
     passes_pb2,
     passes_pb2_grpc,

@@ -3,6 +3,7 @@ bad input, batch and stream, health and reflection."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import time
@@ -232,7 +233,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("change", "field"), [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("change", "field"), [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS]
+)
 def test_malformed_request_is_invalid_argument(
     gate: gate_pb2_grpc.GateStub, passes: passes_pb2_grpc.PassesStub, change: dict, field: str
 ) -> None:
@@ -252,7 +255,12 @@ def test_malformed_request_is_invalid_argument(
 def test_batch_keeps_order_and_fails_bad_items_alone(gate: gate_pb2_grpc.GateStub) -> None:
     bad = req("t-lake", card("ANNUAL", 8))
     bad.credential.kind = 0
-    batch = [req("t-lake", card("ANNUAL", 8)), bad, req("t-lake", "NO-SUCH"), req("t-hard", card("ANNUAL", 8))]
+    batch = [
+        req("t-lake", card("ANNUAL", 8)),
+        bad,
+        req("t-lake", "NO-SUCH"),
+        req("t-hard", card("ANNUAL", 8)),
+    ]
     resp = gate.ValidateBatch(gate_pb2.ValidateBatchRequest(requests=batch), timeout=10)
     assert [d.request_id for d in resp.decisions] == [r.request_id for r in batch]
     assert [d.reason for d in resp.decisions] == [
@@ -284,18 +292,24 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
     resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answer = next(iter(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))))
+    answer = next(
+        iter(
+            refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+        )
+    )
     names = {s.name for s in answer.list_services_response.service}
     assert {"passgate.v1.Gate", "passgate.v1.Passes", "passgate.v1.Quota"} <= names
 
 
-def test_garbage_bytes_do_not_take_the_server_down(server: Server, gate: gate_pb2_grpc.GateStub) -> None:
+def test_garbage_bytes_do_not_take_the_server_down(
+    server: Server, gate: gate_pb2_grpc.GateStub
+) -> None:
     for payload in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 8):
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
             s.sendall(payload)
             s.settimeout(2)
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
                 s.recv(1024)
-            except (TimeoutError, ConnectionResetError):
-                pass
     assert validate(gate, req("t-lake", card("ANNUAL", 10))).allowed

@@ -48,7 +48,9 @@ def test_concurrent_requests_arrive_in_few_actor_calls(server: Server) -> None:
     async def burst() -> int:
         async with grpc.aio.insecure_channel(server.target) as ch:
             stub = gate_pb2_grpc.GateStub(ch)
-            calls = [stub.Validate(req("t-lake", card("ANNUAL", k % 400)), timeout=20) for k in range(n)]
+            calls = [
+                stub.Validate(req("t-lake", card("ANNUAL", k % 400)), timeout=20) for k in range(n)
+            ]
             answers = await asyncio.gather(*calls)
             return len(answers)
 
@@ -64,10 +66,16 @@ def test_metrics_cover_the_dashboard(server: Server) -> None:
         stub.Validate(req("t-lake", "NO-SUCH"), timeout=10)
     time.sleep(2.5)  # one shard poll
     text = scrape(server)
-    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("passgate_")}
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line.startswith("passgate_")
+    }
     wanted = dashboard_metrics()
     assert len(wanted) >= 8
-    missing = sorted(m for m in wanted if m not in exported and not any(m + s in exported for s in _SUFFIXES))
+    missing = sorted(
+        m for m in wanted if m not in exported and not any(m + s in exported for s in _SUFFIXES)
+    )
     assert not missing, f"dashboard queries metrics that /metrics lacks: {missing}"
-    assert 'passgate_venue_occupancy{city=' in text and 'venue="t-lake"' in text
+    assert "passgate_venue_occupancy{city=" in text and 'venue="t-lake"' in text
     assert 'reason="REASON_UNKNOWN_CREDENTIAL"' in text
