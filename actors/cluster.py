@@ -35,8 +35,8 @@ class CatalogActor(CatalogWriter):
         return self.set_status(pass_id, PassStatus.REVOKED)
 
 
-ShardActor = ray.remote(VenueShard)
-CatalogRemote = ray.remote(CatalogActor)
+ShardActor: Any = ray.remote(VenueShard)
+CatalogRemote: Any = ray.remote(CatalogActor)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from actors.errors import BadRequest
 from core.models import CredentialKind, CreditTier, PassRecord, PassStatus, Province
-from proto.passgate.v1 import gate_pb2, passes_pb2
+from proto.passgate.v1 import common_pb2, gate_pb2, passes_pb2
 
 MAX_ID_LEN = 128
 MAX_VALUE_LEN = 512
@@ -126,15 +126,20 @@ def pass_from_proto(rec: passes_pb2.PassRecord, province: Province) -> PassRecor
     )
 
 
+def _enum(value: int) -> Any:
+    """A core IntEnum as the proto enum it mirrors (same numbers)."""
+    return int(value)
+
+
 def pass_proto(p: PassRecord) -> passes_pb2.PassRecord:
     return passes_pb2.PassRecord(
         pass_id=p.pass_id,
         product_id=p.product_id,
-        credentials=[{"kind": int(k), "value": v} for k, v in p.credentials],
+        credentials=[common_pb2.Credential(kind=_enum(k), value=v) for k, v in p.credentials],
         valid_from=iso_date(p.valid_from),
         valid_until=iso_date(p.valid_until),
-        status=int(p.status),
-        credit_tier=int(p.credit_tier),
+        status=_enum(p.status),
+        credit_tier=_enum(p.credit_tier),
         groups=sorted(p.groups),
         outstanding_debt_fen=p.outstanding_debt_fen,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -140,7 +141,7 @@ class GateService(gate_pb2_grpc.GateServicer):
                     out.put_nowait(_overload_decision(req.request_id, exc))
                     continue
                 pending += 1
-                fut.add_done_callback(lambda f, r=req.request_id, t=t0: _done(f, r, t))
+                fut.add_done_callback(functools.partial(_done, rid=req.request_id, t0=t0))
             reading = False
             if pending == 0:
                 out.put_nowait(None)

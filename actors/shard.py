@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from core.counters import CapacityCounters, warm
 
 from actors.catalog import CatalogReader, catalog_path
 from actors.codec import (
@@ -33,6 +32,7 @@ from actors.shard_quota import QuotaOps
 from actors.shard_store import BatchWrites, ShardStore, usage_key
 from actors.shard_venues import Running, VenueBook
 from core.clock import LocalTime, local_time
+from core.counters import CapacityCounters, warm
 from core.models import Direction, Province, Usage
 from core.rules import decide
 
@@ -348,6 +348,11 @@ class VenueShard(QuotaOps):
             "requests": len(self.requests),
             "last_commit_s": self.last_commit_s,
         }
+
+    def close(self) -> None:
+        """Releases the LMDB environments (a process may open each only once)."""
+        self.store.close()
+        self.catalog.close()
 
     def pid(self) -> int:
         return os.getpid()

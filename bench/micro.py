@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from core.counters import CapacityCounters, warm
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
 from actors.codec import packb
@@ -23,6 +22,7 @@ from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.shard import VenueShard, shard_of
 from actors.shard_store import BatchWrites, ShardStore
 from core.clock import local_time
+from core.counters import CapacityCounters, warm
 from core.models import CapacityView, CredentialKind, Direction, Request, Usage
 from core.population import generate_passes
 from core.rules import decide
@@ -167,7 +167,7 @@ def bench_shard(fx: Fixture, batch: int = 256) -> Row:
         return len(rows)
 
     seconds, items = best_of(1, run)
-    shard.store.close()
+    shard.close()
     return _row(f"shard batch path (batch {batch}, incl. LMDB commit)", seconds, items)
 
 

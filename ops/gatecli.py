@@ -12,6 +12,7 @@ import argparse
 import sys
 import uuid
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import grpc
 
@@ -32,7 +33,7 @@ def _credential(args: argparse.Namespace) -> common_pb2.Credential | None:
     for name, kind in _KINDS.items():
         value = getattr(args, name, None)
         if value:
-            return common_pb2.Credential(kind=kind, value=value)
+            return common_pb2.Credential(kind=cast(Any, kind), value=value)
     return None
 
 
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
             venue_id=args.venue,
             gate_id=args.gate,
             credential=_credential(args),
-            direction=2 if args.exit else 1,
+            direction=cast(Any, 2 if args.exit else 1),
             dry_run=args.dry_run,
         )
         return show_decision(gate.Validate(req, timeout=5))
@@ -135,8 +136,8 @@ def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
         ref = passes_pb2.PassRef(pass_id=args.pass_id or "", credential=_credential(args))
         return show_pass(passes.GetPass(ref, timeout=5))
     if args.cmd == "revoke":
-        req = passes_pb2.RevokeRequest(pass_id=args.pass_id, reason=args.reason)
-        return "revoked\n" + show_pass(passes.RevokePass(req, timeout=5))
+        revoke = passes_pb2.RevokeRequest(pass_id=args.pass_id, reason=args.reason)
+        return "revoked\n" + show_pass(passes.RevokePass(revoke, timeout=5))
     if args.cmd == "annul":
         ann = gate_pb2.AnnulRequest(
             request_id=args.request_id, venue_id=args.venue, gate_id=args.gate

@@ -135,6 +135,7 @@ def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_serv
         for t in threads:
             t.join(timeout=30)
 
+    doubted = len(ledger.in_doubt)
     with crash_server.channel() as ch:
         gate = gate_pb2_grpc.GateStub(ch)
         deadline = time.monotonic() + RETRY_SECONDS
@@ -160,6 +161,8 @@ def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_serv
         status = quota_pb2_grpc.QuotaStub(ch).GetVenueStatus(
             quota_pb2.VenueRef(venue_id=VENUE), timeout=10
         )
+    print(f"admits told {told}, stored {stored}, in doubt after the kill {doubted}")
     assert told > 100, "too few admits to say anything"
+    assert doubted > 0, "the kill did not interrupt any request: the test proved nothing"
     assert stored == told
     assert status.entries_today == told

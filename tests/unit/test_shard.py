@@ -107,7 +107,7 @@ def test_admit_is_stored_and_survives_restart(data_dir: Path) -> None:
     shard = _shard(data_dir)
     [d] = _decide(shard, _req("r1", "lake", "C1"))
     assert d[1] is True and d[2] == Reason.OK and d[4] == "P1"
-    shard.store.close()
+    shard.close()
     again = _shard(data_dir)
     assert again.stored_admits() == 1
     assert again.usage_of("P1")[0][:2] == ["lake", 1]
@@ -199,7 +199,7 @@ def test_hard_passback_then_counters_restored_after_restart(data_dir: Path) -> N
     first, second = _decide(shard, _req("r1", "hard", "C1"), _req("r2", "hard", "C1"))
     assert first[1] is True
     assert second[2] == Reason.ANTI_PASSBACK
-    shard.store.close()
+    shard.close()
     again = _shard(data_dir)
     i = again.book.index["hard"]
     assert int(again.counters.occupancy[i]) == 1
@@ -226,7 +226,7 @@ def test_slot_is_never_overbooked_and_survives_restart(data_dir: Path) -> None:
     assert answers == [True, True, False, False, False]
     assert shard.cancel_reservation("P0", "museum", DAY, "noon")[0] is True
     assert shard.reserve("P3", "museum", DAY, "noon")[0] is True
-    shard.store.close()
+    shard.close()
     again = _shard(data_dir)
     assert again.reserve("P4", "museum", DAY, "noon")[:2] == (False, "slot full")
 
@@ -238,7 +238,7 @@ def test_quota_and_pause_persist(data_dir: Path) -> None:
     problems, status = shard.set_quota("lake", 500, 2, {}, (50, 60, 70), False)
     assert problems == [] and status is not None and status["instant_capacity"] == 2
     shard.set_paused("small", True)
-    shard.store.close()
+    shard.close()
     again = _shard(data_dir)
     out = _decide(again, *[_req(f"r{i}", "lake", f"C{i}") for i in range(3)])
     assert [d[1] for d in out] == [True, True, False]
@@ -247,6 +247,6 @@ def test_quota_and_pause_persist(data_dir: Path) -> None:
 
 
 def test_layout_mismatch_is_refused(data_dir: Path) -> None:
-    _shard(data_dir).store.close()
+    _shard(data_dir).close()
     with pytest.raises(Exception, match="shards"):
         VenueShard(0, 2, _province(), str(data_dir), Clock())

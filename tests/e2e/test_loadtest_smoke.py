@@ -1,0 +1,126 @@
+"""Smoke test of the load generator: a few seconds at a low rate in every mode against the echo
+server, and once against a real passgate that the load test starts itself.
+
+It asserts structure (a well-formed report, its three files, every request answered, no errors),
+never speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.echo_server import running_echo
+from loadtest.config import LoadConfig
+from loadtest.report import check_shape
+from loadtest.run import run_load
+
+pytestmark = pytest.mark.e2e
+
+LATENCY_KEYS = {"p50", "p90", "p99", "p99_9", "max"}
+
+
+@pytest.fixture(scope="module")
+def echo_target() -> Iterator[str]:
+    with running_echo(procs=1) as target:
+        yield target
+
+
+def _small(**settings: Any) -> LoadConfig:
+    """A few seconds at a low rate with two workers and 2,000 passes, quietly."""
+    base: dict[str, Any] = {
+        "duration_s": 3.0,
+        "workers": 2,
+        "passes": 2_000,
+        "holders_per_venue": 5,
+        "warmup_s": 0.0,
+        "live": False,
+    }
+    return LoadConfig(**{**base, **settings})
+
+
+def _assert_well_formed(report: dict[str, Any], results: Path) -> None:
+    assert check_shape(report) == []
+    assert set(report["latency_ms"]) >= LATENCY_KEYS
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
+    totals = report["totals"]
+    assert totals["sent"] > 0
+    assert totals["answered"] == totals["sent"], totals
+    assert totals["errors"] == 0 and totals["errors_by_code"] == {}
+    assert totals["unsent"] == 0
+    assert sum(totals["decisions_by_reason"].values()) == totals["answered"]
+    assert isinstance(totals["throughput_per_s"], float) and totals["throughput_per_s"] > 0
+    rows = report["timeline"]
+    assert [r["t"] for r in rows] == list(range(len(rows)))
+    assert sum(r["answered"] for r in rows) == totals["answered"]
+    assert sum(r["sent"] for r in rows) == totals["sent"]
+    gen = report["generator"]
+    assert len(gen["workers"]) == report["config"]["workers"]
+    assert all(isinstance(w["busy_pct"], float) for w in gen["workers"])
+    assert isinstance(gen["saturated"], bool) and isinstance(gen["warnings"], list)
+    assert report["failures"] == []
+    files = report["files"]
+    for kind in ("json", "md", "png"):
+        path = Path(files[kind])
+        assert path.parent == results and path.stat().st_size > 0
+    on_disk = orjson.loads(Path(files["json"]).read_bytes())
+    assert on_disk["totals"] == totals
+    assert Path(files["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(files["md"]).read_text().startswith("# passgate load test")
+
+
+@pytest.mark.parametrize(
+    ("mode", "profile"), [("unary", "flat"), ("stream", "holiday-peak"), ("batch", "flat")]
+)
+def test_modes_against_echo(echo_target: str, tmp_path: Path, mode: str, profile: str) -> None:
+    cfg = _small(
+        target=echo_target,
+        mode=mode,
+        profile=profile,
+        rate=200.0,
+        batch_size=20,
+        import_passes=False,
+        results_dir=tmp_path,
+    )
+    report = run_load(cfg)
+    _assert_well_formed(report, tmp_path)
+    assert report["config"]["mode"] == mode
+    assert report["totals"]["decisions_by_reason"] == {"REASON_OK": report["totals"]["answered"]}
+
+
+def test_step_search_against_echo(echo_target: str, tmp_path: Path) -> None:
+    cfg = _small(
+        target=echo_target,
+        profile="step",
+        rate=100.0,
+        step_s=2.0,
+        duration_s=4.0,
+        import_passes=False,
+        results_dir=tmp_path,
+    )
+    report = run_load(cfg)
+    _assert_well_formed(report, tmp_path)
+    stairs = report["step"]["stairs"]
+    assert [s["rate"] for s in stairs] == [100.0, 125.0]
+    assert all({"rate", "p99_ms", "passed"} <= set(s) for s in stairs)
+
+
+def test_real_server_self_started(tmp_path: Path) -> None:
+    """`make loadtest` in miniature: start run_cluster.py, import passes, run, stop."""
+    cfg = _small(
+        target=None, profile="flat", mode="unary", rate=100.0, warmup_s=1.0, results_dir=tmp_path
+    )
+    report = run_load(cfg)
+    _assert_well_formed(report, tmp_path)
+    imported = report["population"]["import"]
+    assert imported["upserted"] == 2_000 and imported["rejected"] == 0
+    assert report["config"]["server"] == "self-started"
+    assert report["warmup"]["answered"] == report["warmup"]["sent"] > 0
+    reasons = report["totals"]["decisions_by_reason"]
+    # Real decisions: some admitted, and the mix's unknown credentials and the like denied.
+    assert reasons.get("REASON_OK", 0) > 0 and len(reasons) > 1
