@@ -8,9 +8,7 @@ Ctrl-C or SIGTERM drains in-flight requests and shuts down cleanly.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,11 +18,12 @@ import uvloop
 from prometheus_client import start_http_server
 
 from actors import metrics
-from actors.cluster import NAMESPACE, Handles, start_actors
+from actors.cluster import NAMESPACE, start_actors
 from actors.config_files import DEFAULT_CONFIG_DIR, load_demo_passes, load_province
 from actors.errors import PassgateError
+from actors.ingress_pool import extra_ingresses
 from actors.seed import seed_if_empty
-from actors.server import Ingress, IngressSettings
+from actors.server import IngressSettings, serve_until_signalled
 from core.config import ConfigError
 
 log = logging.getLogger("passgate")
@@ -43,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-delay-us", type=int, default=1000, help="or after T microseconds")
     p.add_argument("--max-inflight-batches", type=int, default=2, help="per shard")
     p.add_argument("--max-queue", type=int, default=8192, help="waiting requests per shard")
+    p.add_argument(
+        "--ingress-procs", type=int, default=1, help="gRPC ingress processes (SO_REUSEPORT)"
+    )
     p.add_argument("--seed-passes", type=int, default=10000, help="synthetic passes on first start")
     p.add_argument(
         "--frozen-clock",
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.shards < 1:
         p.error("--shards must be at least 1")
+    if args.ingress_procs < 1 or (args.ingress_procs > 1 and args.port == 0):
+        p.error("--ingress-procs must be >= 1, and more than one needs a fixed --port")
     if args.batch_size < 1 or args.batch_delay_us < 0:
         p.error("--batch-size must be >= 1 and --batch-delay-us >= 0")
     return args
@@ -66,9 +70,8 @@ def _frozen_ms(text: str | None) -> int | None:
     return int(instant.timestamp() * 1000)
 
 
-async def serve(args: argparse.Namespace, handles: Handles) -> None:
-    province = load_province(args.config)
-    settings = IngressSettings(
+def _settings(args: argparse.Namespace) -> IngressSettings:
+    return IngressSettings(
         port=args.port,
         host=args.host,
         max_batch=args.batch_size,
@@ -76,16 +79,6 @@ async def serve(args: argparse.Namespace, handles: Handles) -> None:
         max_inflight_batches=args.max_inflight_batches,
         max_queue=args.max_queue,
     )
-    ingress = Ingress(handles, province, args.data_dir, settings)
-    await ingress.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"passgate ready on port {ingress.port} (metrics on {args.metrics_port})", flush=True)
-    await stop.wait()
-    print("passgate draining...", flush=True)
-    await ingress.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seeded {seeded} passes into the catalog", flush=True)
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.REGISTRY)
-        uvloop.run(serve(args, handles))
+        with extra_ingresses(args, ray.get_runtime_context().gcs_address):
+            settings = _settings(args)
+            uvloop.run(
+                serve_until_signalled(handles, province, args.data_dir, settings, "passgate")
+            )
     except PassgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

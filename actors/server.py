@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,22 @@ class Ingress:
             self._poller.cancel()
         await self.server.stop(grace_s)
         self.catalog.close()
+
+
+async def serve_until_signalled(
+    handles: Handles, province: Province, data_dir: Path, settings: IngressSettings, label: str
+) -> None:
+    """Serves until SIGINT/SIGTERM, then drains in-flight calls and stops."""
+    ingress = Ingress(handles, province, data_dir, settings)
+    await ingress.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{label} ready on port {ingress.port}", flush=True)
+    await stop.wait()
+    print(f"{label} draining...", flush=True)
+    await ingress.stop()
 
 
 def _observe(shard: int, size: int, _micros: int) -> None:
