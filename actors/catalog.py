@@ -12,12 +12,20 @@ from pathlib import Path
 
 import lmdb
 
-from actors.codec import credential_key, packb, pass_from_list, pass_to_list, unpackb
+from actors.codec import (
+    credential_key,
+    packb,
+    pass_from_list,
+    pass_from_list_typed,
+    pass_to_list,
+    unpackb,
+)
 from actors.errors import StorageError
 from core.models import PassRecord, PassStatus
 
 CATALOG_MAP_SIZE = 64 << 30  # sparse; 10 M passes need about 3 GiB
-_DBS = (b"cred", b"pass")
+# Decoded pass records kept per reader; cleared whole when full (cheap, and rarely hit).
+DECODED_CACHE_SIZE = 200_000
 
 
 def catalog_path(data_dir: Path) -> Path:
@@ -47,21 +55,38 @@ class CatalogReader:
         self._env = _open(path, readonly=True)
         self._cred = self._env.open_db(b"cred", create=False)
         self._pass = self._env.open_db(b"pass", create=False)
+        self._cache: dict[bytes, tuple[bytes, PassRecord]] = {}
 
     def begin(self) -> lmdb.Transaction:
         return self._env.begin(buffers=True)
 
     def lookup(self, txn: lmdb.Transaction, kind: int, value: str) -> PassRecord | None:
+        """The current record behind a credential, read in the caller's transaction.
+
+        Decoded records are cached by their exact stored bytes, so a changed record (revoked,
+        re-imported) is decoded afresh on the very next lookup.
+        """
         pass_id = txn.get(credential_key(kind, value), db=self._cred)
         if pass_id is None:
             return None
-        raw = txn.get(bytes(pass_id), db=self._pass)
-        return None if raw is None else pass_from_list(unpackb(raw))
+        key = bytes(pass_id)
+        raw = txn.get(key, db=self._pass)
+        if raw is None:
+            return None
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        data = bytes(raw)
+        rec = pass_from_list(unpackb(data))
+        if len(self._cache) >= DECODED_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (data, rec)
+        return rec
 
     def get(self, pass_id: str) -> PassRecord | None:
         with self.begin() as txn:
             raw = txn.get(pass_id.encode(), db=self._pass)
-            return None if raw is None else pass_from_list(unpackb(raw))
+            return None if raw is None else pass_from_list_typed(unpackb(raw))
 
     def find(self, kind: int, value: str) -> PassRecord | None:
         with self.begin() as txn:
@@ -118,7 +143,7 @@ class CatalogWriter:
                 row = unpackb(raw)
                 row[5] = int(status)
                 txn.put(pass_id.encode(), packb(row), db=self._pass)
-                return pass_from_list(row)
+                return pass_from_list_typed(row)
         except lmdb.Error as exc:
             raise StorageError(f"pass catalog write failed: {exc}") from exc
 

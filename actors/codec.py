@@ -24,6 +24,7 @@ from core.models import (
 )
 
 packb = msgpack.Packer(use_bin_type=True).pack
+_NO_GROUPS: frozenset[str] = frozenset()
 
 
 def unpackb(data: bytes | memoryview) -> Any:
@@ -45,6 +46,24 @@ def pass_to_list(p: PassRecord) -> list[Any]:
 
 
 def pass_from_list(row: list[Any]) -> PassRecord:
+    # Hot path (every validation): enum fields keep their plain int values; IntEnum members
+    # compare and hash equal to them, and building IntEnums costs ~1 µs each.
+    fast: Any = PassRecord
+    return fast(
+        row[0],
+        row[1],
+        tuple(map(tuple, row[2])),
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        frozenset(row[7]) if row[7] else _NO_GROUPS,
+        row[8],
+    )
+
+
+def pass_from_list_typed(row: list[Any]) -> PassRecord:
+    """The same record with real enum members, for display and export paths."""
     return PassRecord(
         pass_id=row[0],
         product_id=row[1],
@@ -89,6 +108,12 @@ def request_to_list(r: Request) -> list[Any]:
 
 
 def request_from_list(row: list[Any]) -> Request:
+    # Hot path: kind and direction stay plain ints (see pass_from_list).
+    fast: Any = Request
+    return fast(*row)  # type: ignore[no-any-return]
+
+
+def request_from_list_typed(row: list[Any]) -> Request:
     return Request(
         request_id=row[0],
         venue_id=row[1],

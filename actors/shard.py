@@ -73,7 +73,8 @@ class VenueShard(QuotaOps):
         self.catalog = CatalogReader(catalog_path(data))
         self.store = ShardStore(shard_dir(data, shard_id))
         self._check_layout(n_shards)
-        self.counters = CapacityCounters(max(1, len(owned)))
+        max_slots = max([len(v.slots) for v in owned] + [1])
+        self.counters = CapacityCounters(max(1, len(owned)), max_slots)
         self.book = VenueBook(owned, self.counters)
         self.usage: dict[bytes, Usage] = {}
         self.requests: dict[str, list[Any]] = {}
@@ -227,7 +228,7 @@ class VenueShard(QuotaOps):
     def _commit(self, batch: _Batch, now_ms: int) -> None:
         if now_ms - self._last_snapshot_ms >= COUNTER_SNAPSHOT_EVERY_MS and batch.events:
             # The snapshot must include this batch's events: apply them to a copy first.
-            staged = CapacityCounters.restore(self.counters.snapshot())
+            staged = self.counters.copy()
             self._apply_events(batch.events, staged)
             batch.writes.counters = staged.snapshot()
         if not batch.writes.empty():

@@ -26,11 +26,13 @@ _NO_VIEW = CapacityView()
 class Running:
     """Occupancy and entries-today per venue as the batch goes, clamped like the counters."""
 
-    __slots__ = ("_book", "state")
+    __slots__ = ("_book", "next_free", "state")
 
     def __init__(self, book: VenueBook) -> None:
         self._book = book
         self.state: dict[str, list[int]] = {}
+        # Per venue, the next slot with room: reservations do not change inside a batch.
+        self.next_free: dict[str, str | None] = {}
 
     def get(self, venue_id: str) -> list[int]:
         s = self.state.get(venue_id)
@@ -138,7 +140,11 @@ class VenueBook:
         if venue.slots:
             reserved = self._reserved_slot(venue, pass_, local, writes)
             if reserved is None:
-                nxt = self._next_free_label(venue, local)
+                if venue.venue_id in running.next_free:
+                    nxt = running.next_free[venue.venue_id]
+                else:
+                    nxt = self._next_free_label(venue, local)
+                    running.next_free[venue.venue_id] = nxt
         return CapacityView(occ, today, self.paused(venue.venue_id), alert, reserved, nxt)
 
     def _reserved_slot(

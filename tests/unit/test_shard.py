@@ -250,3 +250,28 @@ def test_layout_mismatch_is_refused(data_dir: Path) -> None:
     _shard(data_dir).close()
     with pytest.raises(Exception, match="shards"):
         VenueShard(0, 2, _province(), str(data_dir), Clock())
+
+
+def test_first_decision_after_start_does_not_compile(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actors.shard
+    from core.counters import kernel_signature_counts, warm
+
+    calls: list[int] = []
+
+    def spy() -> None:
+        calls.append(1)
+        warm()
+
+    monkeypatch.setattr(actors.shard, "warm", spy)
+    shard = _shard(data_dir)
+    assert calls == [1], "the shard must warm the kernels while it starts"
+    warmed = kernel_signature_counts()
+    assert all(n >= 1 for n in warmed.values()), warmed
+    _decide(shard, _req("r1", "lake", "C1"), _req("x1", "small", "C2", exit_=True))
+    shard.annul("r1", "lake", "lake-g1")
+    shard.reserve("P3", "museum", DAY, "am")
+    shard.venue_status("lake")
+    shard.all_status()
+    assert kernel_signature_counts() == warmed
