@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.counters import CapacityCounters
-from core.slots import current_slot_ids, next_free_slot, slot_label
-
 from actors.shard_store import BatchWrites, ShardStore, reservation_key
 from core.capacity import alert_level
 from core.clock import LocalTime
+from core.counters import CapacityCounters
 from core.models import AlertThresholds, CapacityView, PassRecord, Slot, Venue
+from core.slots import current_slot_ids, next_free_slot, slot_label
 
 RESERVED, CONSUMED = 0, 1
 EV_RESERVE, EV_CANCEL = 4, 5
