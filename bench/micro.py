@@ -10,9 +10,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -57,8 +58,10 @@ class Fixture:
         self.tmp = tempfile.TemporaryDirectory(prefix="passgate-bench-")
         self.data = Path(self.tmp.name)
         self.province = load_province(DEFAULT_CONFIG_DIR)
-        self.today = date(2026, 10, 2).toordinal()
-        self.now_ms = int(time.mktime((2026, 10, 2, 10, 0, 0, 0, 0, -1)) * 1000)
+        # 10:00 in the province on an ordinary Friday, when the venues are open.
+        opens = datetime(2026, 10, 16, 10, 0, tzinfo=ZoneInfo(self.province.default_tz))
+        self.today = opens.date().toordinal()
+        self.now_ms = int(opens.timestamp() * 1000)
         writer = CatalogWriter(catalog_path(self.data))
         self.passes = list(generate_passes(self.province, 0, n_passes, 7, self.today))
         writer.upsert(self.passes)
@@ -66,10 +69,13 @@ class Fixture:
         self.venues = sorted(self.province.venues)
 
     def requests(self, n: int, venues: list[str]) -> list[list[Any]]:
+        """Entries of distinct-ish passes at venues their product covers (mostly admits)."""
         rows = []
+        allowed = set(venues)
         for i in range(n):
             p = self.passes[(i * 7919) % len(self.passes)]
-            venue = self.province.venues[venues[i % len(venues)]]
+            covered = [v for v in self.province.products[p.product_id].venues if v in allowed]
+            venue = self.province.venues[covered[i % len(covered)] if covered else venues[0]]
             gate = sorted(venue.gates)[0]
             kind, value = p.credentials[0]
             rows.append([f"b{i}", venue.venue_id, gate, int(kind), value, 1, 0, False])
