@@ -1,0 +1,1 @@
+"""Microbenchmarks and the transport-limit echo server."""
