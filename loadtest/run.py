@@ -1,0 +1,153 @@
+"""One whole load test: server (started or given), population, reservations, traffic, report.
+
+from loadtest.config import LoadConfig
+from loadtest.run import run_load
+report = run_load(LoadConfig(target="127.0.0.1:50051", profile="flat", rate=500))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from actors.config_files import load_province
+from bench.echo_server import running_echo
+from core.models import Province
+from loadtest import profiles
+from loadtest.config import LoadConfig
+from loadtest.mix import MixPlan, build_plan
+from loadtest.population import build_population
+from loadtest.report import build_report, transport_section, write_files
+from loadtest.reservations import book_holders
+from loadtest.runner import WARMUP, run_traffic
+from loadtest.server import running_passgate
+from loadtest.stats import percentiles_ms
+from loadtest.worker import WorkerSpec
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _target(cfg: LoadConfig, province: Province) -> Iterator[str]:
+    if cfg.target is not None:
+        yield cfg.target
+        return
+    args = ["--shards", str(cfg.shards)]
+    if cfg.ingress_procs != 1:
+        args += ["--ingress-procs", str(cfg.ingress_procs)]
+    args += cfg.server_args
+    frozen = cfg.frozen_clock(province)
+    if frozen is not None:
+        args += ["--frozen-clock", frozen]
+    with running_passgate(args, cfg.config_dir, log=cfg.live) as server:
+        yield server.target
+
+
+def specs_for(
+    cfg: LoadConfig, target: str, profile: profiles.RateProfile, plan: MixPlan, phase: int = 0
+) -> list[WorkerSpec]:
+    """One spec per worker. `phase` varies the scans (a warm-up must not rehearse the run's
+    passes, or the run would meet them as anti-passback); the run itself is phase 0, so it is
+    the same sequence with or without a warm-up, and against passgate or the echo server."""
+    run_tag = f"lt{int(time.time() * 1000) % (1 << 40):x}{os.getpid() % 4096:x}"
+    return [
+        WorkerSpec(
+            worker_id=i,
+            workers=cfg.workers,
+            target=target,
+            mode=cfg.mode,
+            profile=profile,
+            seed=cfg.seed + 7919 * phase,
+            id_prefix=run_tag,
+            plan=plan,
+            channels=cfg.channels,
+            streams=cfg.streams,
+            batch_size=cfg.batch_size,
+            max_outstanding=cfg.max_outstanding,
+            deadline_s=cfg.deadline_ms / 1000,
+            arrivals=cfg.arrivals,
+        )
+        for i in range(cfg.workers)
+    ]
+
+
+def run_load(cfg: LoadConfig) -> dict[str, Any]:
+    """Runs the load test described by `cfg`; returns the report (and writes its files when
+    cfg.results_dir is set)."""
+    cfg.check()
+    started = datetime.now(UTC)
+    province = load_province(cfg.config_dir)
+    sim = cfg.sim_instant(province)
+    profile = profiles.build(cfg.profile, cfg.rate, cfg.duration_s, cfg.step_s, cfg.step_factor)
+    extra: dict[str, Any] = {}
+    with _target(cfg, province) as target:
+        index, stats = build_population(
+            cfg.population,
+            cfg.seed,
+            sim.date().toordinal(),
+            cfg.config_dir,
+            target if cfg.import_passes else None,
+            cfg.import_procs,
+            show_progress=cfg.live,
+        )
+        if stats.rejected:
+            _say(f"warning: the server rejected {stats.rejected:,} passes: {stats.errors[:3]}")
+        plan = build_plan(province, index, cfg.seed, zipf_s=cfg.zipf_s)
+        per_venue = cfg.holders_per_venue
+        plan, booked = book_holders(target, province, plan, sim, per_venue, cfg.seed)
+        if booked.get("error") and cfg.live:
+            _say(f"warning: no reservations booked ({booked['error']}); the mix has no holders")
+        extra["population"] = {"import": stats.to_dict(), **index.summary(), "reservations": booked}
+        extra["mix"] = plan.summary()
+        extra["warmup"] = warm_up(cfg, target, profile, plan)
+        if cfg.live:
+            _say(f"{cfg.profile} / {cfg.mode} against {target}: {profile.duration_s:.0f} s")
+        result = run_traffic(specs_for(cfg, target, profile, plan), profile, cfg.slo_ms, cfg.live)
+        report = build_report(
+            result, cfg.report_dict(target, sim), started, os.cpu_count() or 1, extra
+        )
+    if cfg.echo_baseline:
+        report["transport"] = _echo_baseline(cfg, profile, plan, report)
+    if cfg.results_dir is not None:
+        write_files(report, cfg.results_dir)
+    return report
+
+
+def warm_up(
+    cfg: LoadConfig, target: str, profile: profiles.RateProfile, plan: MixPlan
+) -> dict[str, Any] | None:
+    """Runs the profile's opening rate for cfg.warmup_s seconds; returns its figures apart."""
+    if cfg.warmup_s <= 0:
+        return None
+    rate = max(1.0, profile.rate_at(0.0))
+    warm = profiles.RateProfile(WARMUP, ((0.0, rate), (cfg.warmup_s, rate)))
+    result = run_traffic(specs_for(cfg, target, warm, plan, 1), warm, cfg.slo_ms, cfg.live)
+    lat = percentiles_ms(result.hist)
+    return {
+        "seconds": cfg.warmup_s,
+        "rate": rate,
+        "sent": result.tally.sent,
+        "answered": result.tally.answered,
+        "errors": result.tally.errors,
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+    }
+
+
+def _echo_baseline(
+    cfg: LoadConfig, profile: profiles.RateProfile, plan: MixPlan, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The same generator, rate, mix and process count against the bare echo server."""
+    with running_echo(cfg.echo_processes) as target:
+        if cfg.live:
+            _say(f"transport baseline: the same run against the echo server at {target}")
+        warm_up(cfg, target, profile, plan)
+        echo = run_traffic(specs_for(cfg, target, profile, plan), profile, cfg.slo_ms, cfg.live)
+    return transport_section(report, echo, cfg.echo_processes)
