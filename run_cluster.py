@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port")
     p.add_argument("--batch-size", type=int, default=256, help="flush a shard batch at B items")
     p.add_argument("--batch-delay-us", type=int, default=1000, help="or after T microseconds")
-    p.add_argument("--max-inflight-batches", type=int, default=2, help="per shard")
+    p.add_argument(
+        "--max-inflight-batches",
+        type=int,
+        default=1,
+        help="per shard; 1 lets the next batch grow while one is decided (measured best)",
+    )
     p.add_argument("--max-queue", type=int, default=8192, help="waiting requests per shard")
     p.add_argument(
         "--ingress-procs", type=int, default=1, help="gRPC ingress processes (SO_REUSEPORT)"

@@ -27,7 +27,7 @@ class ShardBatcher:
         *,
         max_batch: int = 256,
         max_delay_us: int = 1000,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
         max_queue: int = 8192,
         observe: BatchObserver | None = None,
     ) -> None:

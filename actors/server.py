@@ -51,7 +51,7 @@ class IngressSettings:
     host: str = "0.0.0.0"
     max_batch: int = 256
     max_delay_us: int = 1000
-    max_inflight_batches: int = 2
+    max_inflight_batches: int = 1
     max_queue: int = 8192
     poll_metrics: bool = True
 
