@@ -1,0 +1,59 @@
+"""How long a shard takes to rebuild its memory from LMDB: `python -m bench.recovery [--records N]`.
+
+Writes N usage records (and as many decision-log entries) for one shard through the real
+`ShardStore.commit`, then times `VenueShard(...)` start-up over that directory: catalog open,
+usage, request records, venue state, counters snapshot plus log replay, and kernel warm-up. A Ray
+restart adds the worker process spawn on top (about a second on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from actors.catalog import CatalogWriter, catalog_path
+from actors.config_files import DEFAULT_CONFIG_DIR, load_province
+from actors.shard import VenueShard, shard_dir, shard_of
+from actors.shard_store import BatchWrites, ShardStore, usage_key
+
+CHUNK = 50_000
+
+
+def fill(data: Path, venues: list[str], records: int) -> None:
+    CatalogWriter(catalog_path(data)).close()
+    store = ShardStore(shard_dir(data, 0))
+    store.put_meta("n_shards", 1)
+    for start in range(0, records, CHUNK):
+        w = BatchWrites()
+        for i in range(start, min(records, start + CHUNK)):
+            venue = venues[i % len(venues)]
+            w.usage[usage_key(venue, f"P{i:010d}")] = [1, 740000, 1, 1, True, 0, 0, 0]
+            w.log.append([0, f"r{i}", venue, "g", f"P{i:010d}", 1, True, 1, 0, 0, 0, -1, 0, False])
+        store.commit(w)
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--records", type=int, default=1_000_000)
+    args = p.parse_args(argv)
+    province = load_province(DEFAULT_CONFIG_DIR)
+    venues = [v for v in province.venues if shard_of(v, 1) == 0]
+    with tempfile.TemporaryDirectory(prefix="passgate-recovery-") as tmp:
+        data = Path(tmp)
+        t0 = time.perf_counter()
+        fill(data, venues, args.records)
+        print(f"wrote {args.records:,} usage records in {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        shard = VenueShard(0, 1, province, str(data))
+        seconds = time.perf_counter() - t0
+        print(f"shard serving again after {seconds:.2f} s ({len(shard.usage):,} usage records)")
+        shard.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
