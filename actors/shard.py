@@ -101,8 +101,8 @@ class VenueShard(QuotaOps):
             )
 
     def _restore(self) -> None:
-        for key, row in self.store.iter_usage():
-            self.usage[key] = usage_from_list(row)
+        # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
+        # millions of usage records serves again without decoding them all first.
         now = self._clock()
         for rid, rec in self.store.iter_requests():
             if now - rec[0][8] < REQUEST_TTL_MS:
@@ -153,7 +153,7 @@ class VenueShard(QuotaOps):
             pass_ = self.catalog.lookup(txn, int(req.kind), req.value)
             local = batch.local(venue.venue_id, venue.tz, self.book)
         ukey = usage_key(req.venue_id, pass_.pass_id) if pass_ is not None else b""
-        usage = batch.usage.get(ukey) or self.usage.get(ukey) or _EMPTY
+        usage = batch.usage.get(ukey) or self._usage(ukey) if ukey else _EMPTY
         capacity = None
         if venue is None:
             outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province)
@@ -218,6 +218,17 @@ class VenueShard(QuotaOps):
             ]
         )
 
+    def _usage(self, ukey: bytes) -> Usage:
+        """The usage of (venue, pass): memory first, then LMDB (committed state), else empty."""
+        usage = self.usage.get(ukey)
+        if usage is None:
+            row = self.store.get_usage(ukey)
+            if row is None:
+                return _EMPTY
+            usage = usage_from_list(row)
+            self.usage[ukey] = usage
+        return usage
+
     def _expire_requests(self, now_ms: int, writes: BatchWrites) -> None:
         order = self._req_order
         while order and now_ms - order[0][0] >= REQUEST_TTL_MS:
@@ -276,7 +287,7 @@ class VenueShard(QuotaOps):
         assert rec is not None
         decision = decision_from_list(rec[0])
         ukey = usage_key(venue_id, rec[3])
-        usage = (self.usage.get(ukey) or Usage()).copy()
+        usage = self._usage(ukey).copy()
         usage.entries = max(0, usage.entries - 1)
         if usage.day == rec[4]:
             usage.entries_today = max(0, usage.entries_today - 1)
@@ -320,12 +331,8 @@ class VenueShard(QuotaOps):
 
     def usage_of(self, pass_id: str) -> list[list[Any]]:
         """[venue_id, *usage] for every venue of this shard the pass has used."""
-        suffix = b"\x00" + pass_id.encode()
-        return [
-            [key.split(b"\x00", 1)[0].decode(), *usage_to_list(u)]
-            for key, u in self.usage.items()
-            if key.endswith(suffix)
-        ]
+        # LMDB holds every committed usage record (memory holds only those used since start).
+        return [[venue_id, *row] for venue_id, row in self.store.usage_of_pass(pass_id)]
 
     def stored_admits(self) -> int:
         """Admitted entries not annulled, counted from the durable decision log."""

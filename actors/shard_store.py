@@ -115,6 +115,14 @@ class ShardStore:
             for key, raw in txn.cursor():
                 yield bytes(key), unpackb(raw)
 
+    def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, list[Any]]]:
+        """(venue_id, usage row) of one pass: a key scan that decodes only the matches."""
+        suffix = b"\x00" + pass_id.encode()
+        with self._env.begin(db=self._usage) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                if key.endswith(suffix):
+                    yield key[: -len(suffix)].decode(), unpackb(txn.get(key))
+
     def get_usage(self, key: bytes) -> list[Any] | None:
         with self._env.begin(db=self._usage, buffers=True) as txn:
             raw = txn.get(key)
