@@ -120,8 +120,9 @@ class ShardStore:
         suffix = b"\x00" + pass_id.encode()
         with self._env.begin(db=self._usage) as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
-                if key.endswith(suffix):
-                    yield key[: -len(suffix)].decode(), unpackb(txn.get(key))
+                raw = txn.get(key) if key.endswith(suffix) else None
+                if raw is not None:
+                    yield key[: -len(suffix)].decode(), unpackb(raw)
 
     def get_usage(self, key: bytes) -> list[Any] | None:
         with self._env.begin(db=self._usage, buffers=True) as txn:
