@@ -59,7 +59,11 @@ class PassesService(passes_pb2_grpc.PassesServicer):
     async def GetPass(
         self, request: passes_pb2.PassRef, context: grpc.aio.ServicerContext
     ) -> passes_pb2.PassView:
-        rec = self._find(request)
+        try:
+            rec = self._find(request)
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
         if rec is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such pass")
         assert rec is not None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +14,10 @@ from pathlib import Path
 
 import grpc
 
+from loadtest.server import free_port, stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -54,19 +48,6 @@ def _pump(proc: subprocess.Popen[str], out: list[str], ready: threading.Event) -
         out.append(line)
         if "passgate ready on port" in line:
             ready.set()
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-    # Ray's helpers live in the same process group: make sure nothing outlives the test.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -107,4 +88,4 @@ def running_server(data_dir: Path, *extra: str, config: Path | None = None) -> I
                 raise RuntimeError(f"passgate did not start:\n{server.log()}")
         yield server
     finally:
-        _stop(proc)
+        stop_group(proc)

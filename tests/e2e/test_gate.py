@@ -313,3 +313,10 @@ def test_garbage_bytes_do_not_take_the_server_down(
             with contextlib.suppress(TimeoutError, ConnectionResetError):
                 s.recv(1024)
     assert validate(gate, req("t-lake", card("ANNUAL", 10))).allowed
+
+
+def test_get_pass_without_reference_is_invalid(passes: passes_pb2_grpc.PassesStub) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        passes.GetPass(passes_pb2.PassRef(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pass_id" in (err.value.details() or "")
