@@ -10,9 +10,13 @@ import argparse
 import os
 import platform
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.micro import run_all, table
+import orjson
+
+from bench.micro import Row, run_all, table
 
 
 def machine() -> str:
@@ -27,6 +31,17 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
 
 
+def save(rows: list[Row], where: str, results: Path) -> Path:
+    """Writes the micro table as results/bench-<time>.json and .md; returns the JSON path."""
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = results / f"bench-{stamp}.json"
+    doc = {"machine": where, "at": stamp, "rows": [asdict(r) for r in rows]}
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    path.with_suffix(".md").write_text(f"# passgate microbenchmarks\n\n{where}\n\n{table(rows)}\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--micro-only", action="store_true", help="skip the transport comparison")
@@ -37,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}", flush=True)
     rows = run_all(args.passes)
     print(table(rows), flush=True)
+    saved = save(rows, machine(), Path("results"))
+    print(f"saved {saved}", flush=True)
     if not args.micro_only:
         from bench.transport import compare
 
