@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Any
 
@@ -88,6 +89,7 @@ def parse_iso_date(value: str, field: str) -> int:
         raise BadRequest(field, f"not an ISO date (YYYY-MM-DD): {value!r}") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_date(ordinal: int) -> str:
     return date.fromordinal(ordinal).isoformat() if ordinal > 0 else ""
 
@@ -143,8 +145,3 @@ def pass_proto(p: PassRecord) -> passes_pb2.PassRecord:
         groups=sorted(p.groups),
         outstanding_debt_fen=p.outstanding_debt_fen,
     )
-
-
-def pass_to_proto_input(p: PassRecord) -> passes_pb2.PassRecord:
-    """The same as pass_proto; named for clients that import passes."""
-    return pass_proto(p)

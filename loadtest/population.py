@@ -9,7 +9,6 @@ request mix needs (each pass's product, status and credit tier) comes back as co
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import itertools
 import math
 import multiprocessing as mp
@@ -17,7 +16,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,9 @@ import grpc
 import numpy as np
 
 from actors.config_files import load_province
-from core.models import PassRecord
+from actors.convert import pass_proto
 from core.population import generate_passes
-from proto.passgate.v1 import common_pb2, passes_pb2, passes_pb2_grpc
+from proto.passgate.v1 import passes_pb2_grpc
 
 SLICE_MAX = 250_000
 # Below this, starting worker processes costs more than it saves.
@@ -37,7 +35,6 @@ PROGRESS_EVERY = 1_000
 MIN_SLICE_RATE = 2_000
 POLL_S = 0.25
 LOG_EVERY_S = 5.0
-_KIND = common_pb2.CredentialKind.ValueType
 
 _progress: Any = None
 
@@ -122,25 +119,6 @@ class ImportStats:
         }
 
 
-@functools.lru_cache(maxsize=4096)
-def _iso(ordinal: int) -> str:
-    return date.fromordinal(ordinal).isoformat() if ordinal > 0 else ""
-
-
-def to_proto(rec: PassRecord) -> passes_pb2.PassRecord:
-    return passes_pb2.PassRecord(
-        pass_id=rec.pass_id,
-        product_id=rec.product_id,
-        credentials=[common_pb2.Credential(kind=_KIND(k), value=v) for k, v in rec.credentials],
-        valid_from=_iso(rec.valid_from),
-        valid_until=_iso(rec.valid_until),
-        status=passes_pb2.PassStatus.ValueType(rec.status),
-        credit_tier=passes_pb2.CreditTier.ValueType(rec.credit_tier),
-        groups=sorted(rec.groups),
-        outstanding_debt_fen=rec.outstanding_debt_fen,
-    )
-
-
 def _init(progress: Any) -> None:
     global _progress
     _progress = progress
@@ -167,7 +145,7 @@ def _run_slice(job: _Slice) -> _SliceResult:
             if (k + 1) % PROGRESS_EVERY == 0 and _progress is not None:
                 _progress[job.slot] = k + 1
             if job.target is not None:
-                yield to_proto(rec)
+                yield pass_proto(rec)
         if _progress is not None:
             _progress[job.slot] = job.count
 
