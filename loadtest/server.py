@@ -36,6 +36,7 @@ def free_port() -> int:
 class StartedServer:
     proc: subprocess.Popen[str]
     port: int
+    metrics_port: int
     output: list[str] = field(default_factory=list)
 
     @property
@@ -69,50 +70,64 @@ def stop_group(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
+def passgate_process(
+    data_dir: Path,
+    extra_args: list[str],
+    config_dir: Path | None = None,
+    log: bool = True,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> Iterator[StartedServer]:
+    """run_cluster.py on free ports over `data_dir`, in its own process group; waits for its ready
+    line and stops the whole group on the way out, also on error."""
+    port, metrics_port = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        str(ROOT / "run_cluster.py"),
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        *extra_args,
+    ]
+    if config_dir is not None:
+        cmd += ["--config", str(config_dir)]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
+    if log:
+        print(f"starting passgate on 127.0.0.1:{port} (data in {data_dir})", file=sys.stderr)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    server = StartedServer(proc, port, metrics_port)
+    ready = threading.Event()
+    threading.Thread(target=_pump, args=(proc, server.output, ready), daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        while not ready.wait(0.2):
+            if proc.poll() is not None or time.monotonic() - t0 > ready_timeout_s:
+                raise RuntimeError(f"passgate did not start:\n{server.tail()}")
+        if log:
+            print(f"passgate ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        yield server
+    finally:
+        stop_group(proc)
+
+
+@contextlib.contextmanager
 def running_passgate(
     extra_args: list[str], config_dir: Path | None = None, log: bool = True
 ) -> Iterator[StartedServer]:
+    """A throw-away passgate: empty temporary data directory, no seeded passes."""
     with tempfile.TemporaryDirectory(prefix="passgate-loadtest-") as data_dir:
-        port = free_port()
-        cmd = [
-            sys.executable,
-            str(ROOT / "run_cluster.py"),
-            "--data-dir",
-            data_dir,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(free_port()),
-            "--seed-passes",
-            "0",
-            *extra_args,
-        ]
-        if config_dir is not None:
-            cmd += ["--config", str(config_dir)]
-        env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
-        if log:
-            print(f"starting passgate on 127.0.0.1:{port} (data in {data_dir})", file=sys.stderr)
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env=env,
-        )
-        server = StartedServer(proc, port)
-        ready = threading.Event()
-        threading.Thread(target=_pump, args=(proc, server.output, ready), daemon=True).start()
-        try:
-            t0 = time.monotonic()
-            while not ready.wait(0.2):
-                if proc.poll() is not None or time.monotonic() - t0 > READY_TIMEOUT_S:
-                    raise RuntimeError(f"passgate did not start:\n{server.tail()}")
-            if log:
-                print(f"passgate ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        args = ["--seed-passes", "0", *extra_args]
+        with passgate_process(Path(data_dir), args, config_dir, log) as server:
             yield server
-        finally:
-            stop_group(proc)
