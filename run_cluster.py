@@ -75,17 +75,6 @@ def _frozen_ms(text: str | None) -> int | None:
     return int(instant.timestamp() * 1000)
 
 
-def _settings(args: argparse.Namespace) -> IngressSettings:
-    return IngressSettings(
-        port=args.port,
-        host=args.host,
-        max_batch=args.batch_size,
-        max_delay_us=args.batch_delay_us,
-        max_inflight_batches=args.max_inflight_batches,
-        max_queue=args.max_queue,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
@@ -112,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.REGISTRY)
         with extra_ingresses(args, ray.get_runtime_context().gcs_address):
-            settings = _settings(args)
+            settings = IngressSettings.from_args(args)
             uvloop.run(
                 serve_until_signalled(handles, province, args.data_dir, settings, "passgate")
             )

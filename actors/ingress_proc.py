@@ -43,15 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         handles = connect(args.shards)
         if args.metrics_port:
             start_http_server(args.metrics_port, registry=metrics.REGISTRY)
-        settings = IngressSettings(
-            port=args.port,
-            host=args.host,
-            max_batch=args.batch_size,
-            max_delay_us=args.batch_delay_us,
-            max_inflight_batches=args.max_inflight_batches,
-            max_queue=args.max_queue,
-            poll_metrics=False,
-        )
+        settings = IngressSettings.from_args(args, poll_metrics=False)
         label = f"passgate ingress {args.index}"
         uvloop.run(serve_until_signalled(handles, province, args.data_dir, settings, label))
     finally:

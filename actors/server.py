@@ -55,6 +55,19 @@ class IngressSettings:
     max_queue: int = 8192
     poll_metrics: bool = True
 
+    @classmethod
+    def from_args(cls, args: Any, poll_metrics: bool = True) -> IngressSettings:
+        """From run_cluster.py's (or an extra ingress process's) parsed flags."""
+        return cls(
+            port=args.port,
+            host=args.host,
+            max_batch=args.batch_size,
+            max_delay_us=args.batch_delay_us,
+            max_inflight_batches=args.max_inflight_batches,
+            max_queue=args.max_queue,
+            poll_metrics=poll_metrics,
+        )
+
 
 class Ingress:
     def __init__(
