@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import ray
 
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import pass_from_list, unpackb
 from actors.errors import DataDirMismatch
-from actors.shard import VenueShard
+from actors.shard import VenueShard, layout_problem, shard_dir
+from actors.shard_store import ShardStore
 from core.models import PassRecord, PassStatus, Province
 
 NAMESPACE = "passgate"
@@ -51,18 +51,18 @@ def _fixed_clock(ms: int) -> int:
 
 
 def check_layout(data_dir: Path, n_shards: int) -> None:
-    """A data directory keeps the shard count it was created with (venue ownership hangs on it)."""
-    marker = data_dir / "layout.json"
-    if marker.exists():
-        seen = orjson.loads(marker.read_bytes()).get("n_shards")
-        if seen != n_shards:
-            raise DataDirMismatch(
-                f"{data_dir} was created with {seen} shards; start with --shards {seen} "
-                f"or use a fresh --data-dir (asked for {n_shards})"
-            )
-    else:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_bytes(orjson.dumps({"n_shards": n_shards}))
+    """Refuses a data directory made with another shard count before any actor starts; reads the
+    count shard 0 recorded (each shard checks it again when it opens its store)."""
+    path = shard_dir(data_dir, 0)
+    if not path.exists():
+        return
+    store = ShardStore(path)
+    try:
+        seen = store.get_meta("n_shards")
+    finally:
+        store.close()
+    if seen is not None and seen != n_shards:
+        raise DataDirMismatch(layout_problem(seen, n_shards))
 
 
 def start_actors(

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from actors.catalog import CatalogReader, catalog_path
 from actors.codec import (
     decision_from_list,
@@ -46,6 +44,14 @@ _EMPTY = Usage()
 def shard_of(venue_id: str, n_shards: int) -> int:
     """The one shard that owns a venue: stable across processes and restarts."""
     return zlib.crc32(venue_id.encode()) % n_shards
+
+
+def layout_problem(seen: int, asked: int) -> str:
+    """Venue ownership hangs on the shard count, so a data directory keeps the one it began with."""
+    return (
+        f"data directory holds {seen} shards; start with --shards {seen} "
+        f"or a fresh --data-dir (asked for {asked})"
+    )
 
 
 def _wall_clock_ms() -> int:
@@ -95,10 +101,7 @@ class VenueShard(QuotaOps):
         if seen is None:
             self.store.put_meta("n_shards", n_shards)
         elif seen != n_shards:
-            raise DataDirMismatch(
-                f"data directory holds {seen} shards; start with --shards {seen} "
-                f"or a fresh --data-dir (asked for {n_shards})"
-            )
+            raise DataDirMismatch(layout_problem(seen, n_shards))
 
     def _restore(self) -> None:
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
@@ -238,10 +241,9 @@ class VenueShard(QuotaOps):
 
     def _commit(self, batch: _Batch, now_ms: int) -> None:
         if now_ms - self._last_snapshot_ms >= COUNTER_SNAPSHOT_EVERY_MS and batch.events:
-            # The snapshot must include this batch's events: apply them to a copy first.
-            staged = self.counters.copy()
-            self._apply_events(batch.events, staged)
-            batch.writes.counters = staged.snapshot()
+            # The counters as they stand before this batch; a restart replays the log after them,
+            # this batch's records included.
+            batch.writes.counters = self.counters.snapshot()
         if not batch.writes.empty():
             t0 = time.perf_counter()
             self.store.commit(batch.writes)
@@ -258,22 +260,13 @@ class VenueShard(QuotaOps):
         self.book.apply_committed(batch.writes)
         self._apply_events(batch.events)
 
-    def _apply_events(
-        self,
-        events: list[tuple[str, int, int, int, int]],
-        counters: CapacityCounters | None = None,
-    ) -> None:
+    def _apply_events(self, events: list[tuple[str, int, int, int, int]]) -> None:
+        """One numba call for all of a batch's (venue_id, day, minute, kind, slot) events."""
         if not events:
             return
-        target = counters or self.counters
-        idx = [self.book.index.get(e[0], -1) for e in events]
-        target.apply_batch(
-            np.asarray(idx, dtype=np.int32),
-            np.asarray([e[1] for e in events], dtype=np.int32),
-            np.asarray([e[2] for e in events], dtype=np.int32),
-            np.asarray([e[3] for e in events], dtype=np.int8),
-            np.asarray([e[4] for e in events], dtype=np.int32),
-        )
+        venues, days, minutes, kinds, slots = zip(*events, strict=True)
+        idx = [self.book.index.get(v, -1) for v in venues]
+        self.counters.apply_batch(idx, days, minutes, kinds, slots)
 
     # -- annul ----------------------------------------------------------------------------------
 

@@ -104,16 +104,12 @@ class ShardStore:
                 for key in w.reservations_del:
                     txn.delete(key, db=self._resv)
                 if w.counters is not None:
-                    txn.put(_COUNTERS_KEY, packb([seq - 1, w.counters]), db=self._meta)
+                    # The snapshot precedes this batch's log: tag it with the last seq before.
+                    txn.put(_COUNTERS_KEY, packb([self.next_seq - 1, w.counters]), db=self._meta)
         except lmdb.Error as exc:
             raise StorageError(f"shard commit failed: {exc}") from exc
         self.next_seq = seq
         return seq - 1
-
-    def iter_usage(self) -> Iterator[tuple[bytes, list[Any]]]:
-        with self._env.begin(db=self._usage, buffers=True) as txn:
-            for key, raw in txn.cursor():
-                yield bytes(key), unpackb(raw)
 
     def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, list[Any]]]:
         """(venue_id, usage row) of one pass: a key scan that decodes only the matches."""

@@ -275,3 +275,13 @@ def test_first_decision_after_start_does_not_compile(
     shard.venue_status("lake")
     shard.all_status()
     assert kernel_signature_counts() == warmed
+
+
+def test_start_up_refuses_a_data_dir_of_another_shard_count(data_dir: Path) -> None:
+    from actors.cluster import check_layout
+
+    check_layout(data_dir, 3)  # nothing recorded yet: any count is fine
+    _shard(data_dir).close()  # shard 0 of 1 records the count
+    check_layout(data_dir, 1)
+    with pytest.raises(Exception, match="start with --shards 1"):
+        check_layout(data_dir, 2)
