@@ -15,7 +15,6 @@ from core.models import (
     CredentialKind,
     CreditTier,
     Decision,
-    Direction,
     PassRecord,
     PassStatus,
     Reason,
@@ -111,19 +110,6 @@ def request_from_list(row: list[Any]) -> Request:
     # Hot path: kind and direction stay plain ints (see pass_from_list).
     fast: Any = Request
     return fast(*row)  # type: ignore[no-any-return]
-
-
-def request_from_list_typed(row: list[Any]) -> Request:
-    return Request(
-        request_id=row[0],
-        venue_id=row[1],
-        gate_id=row[2],
-        kind=CredentialKind(row[3]),
-        value=row[4],
-        direction=Direction(row[5]),
-        scanned_at_ms=row[6],
-        dry_run=row[7],
-    )
 
 
 def decision_to_list(d: Decision) -> list[Any]:
