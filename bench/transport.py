@@ -14,7 +14,7 @@ from loadtest.report import markdown
 from loadtest.run import run_load
 
 
-def compare(mode: str, step_seconds: float, start_rate: float = 500.0) -> str:
+def compare(mode: str, step_seconds: float, start_rate: float = 250.0) -> str:
     cfg = LoadConfig(
         profile="step",
         mode=mode,
