@@ -7,7 +7,7 @@ ARGS ?=
 TARGET ?=
 DATA_DIR ?= data
 
-.PHONY: run test unit e2e lint proto bench loadtest clean
+.PHONY: run test unit e2e lint proto bench loadtest fuzz clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -41,6 +41,9 @@ bench: $(STAMP)
 
 loadtest: $(STAMP)
 	$(PY) -m loadtest $(if $(TARGET),--target $(TARGET),) $(ARGS)
+
+fuzz: $(STAMP)
+	$(PY) -m loadtest.fuzz $(if $(TARGET),--target $(TARGET),) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) results .pytest_cache .mypy_cache .ruff_cache
