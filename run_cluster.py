@@ -3,6 +3,9 @@
     python run_cluster.py --data-dir data --port 50051 --shards 2
 
 Ctrl-C or SIGTERM drains in-flight requests and shuts down cleanly.
+
+Exit status: 0 after a clean stop; 2 for a config error; 3 when the start-up store check refuses
+the data directory (a store missing, empty or damaged); 1 for any other error.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from actors.errors import PassgateError
 from actors.ingress_pool import extra_ingresses
 from actors.seed import seed_if_empty
 from actors.server import IngressSettings, serve_until_signalled
+from actors.store_check import StoreCorrupt, check_data_dir, record_stores
 from core.config import ConfigError
 
 log = logging.getLogger("passgate")
@@ -51,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ingress-procs", type=int, default=1, help="gRPC ingress processes (SO_REUSEPORT)"
     )
     p.add_argument("--seed-passes", type=int, default=10000, help="synthetic passes on first start")
+    IngressSettings.add_flags(p)
     p.add_argument(
         "--frozen-clock",
         default=None,
@@ -75,6 +80,15 @@ def _frozen_ms(text: str | None) -> int | None:
     return int(instant.timestamp() * 1000)
 
 
+def _record_stores(data_dir: Path, n_shards: int, when: str) -> None:
+    """Notes the stores' LMDB facts for the next start's check. Failing to is no reason to stop
+    serving: the previous record stays, and it can only be lower, so the check stays sound."""
+    try:
+        record_stores(data_dir, n_shards, when)
+    except (OSError, StoreCorrupt) as exc:
+        log.warning("could not update the data-directory manifest: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
@@ -85,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Before Ray and LMDB: LMDB takes an emptied store for a new one and maps a truncated one
+        # until a read faults, so this is the only place the damage can be named.
+        check_data_dir(args.data_dir, args.shards)
+    except StoreCorrupt as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     ray.init(
         address=args.address,
         namespace=NAMESPACE,
@@ -94,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         handles = start_actors(province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock))
+        _record_stores(args.data_dir, args.shards, "start")
         today = date.today().toordinal()
         seeded = seed_if_empty(handles, province, demo, args.seed_passes, today)
         if seeded:
@@ -110,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         ray.shutdown()
+    _record_stores(args.data_dir, args.shards, "stop")
     print("passgate stopped", flush=True)
     return 0
 

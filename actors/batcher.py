@@ -1,8 +1,13 @@
 """Per-shard micro-batching at the ingress: flush at `max_batch` items or after `max_delay_us`.
 
 While a shard is busy the queue keeps filling, so batches grow with load by themselves. At most
-`max_inflight` batches per shard are outstanding; past `max_queue` waiting items, or when an item's
-deadline would pass before its batch leaves, the caller is told `Overloaded` and nothing changes.
+`max_inflight` batches per shard are outstanding.
+
+Overload is decided at admission: from the queue ahead of an item and a fitted model of the
+shard's batch time (`ServiceModel`), an item that would not be decided before its deadline is
+refused `Overloaded` at once, before it is queued. An item is refused only while it has not been
+sent: once its batch leaves, the caller waits for the committed answer, so nothing told
+RESOURCE_EXHAUSTED is ever committed.
 """
 
 from __future__ import annotations
@@ -10,13 +15,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import NamedTuple
 
-from actors.codec import packb, unpackb
+from actors.codec import decode_decisions, encode_batch
 from actors.errors import Overloaded, PassgateError, ShardUnavailable
+from actors.service_model import ServiceModel
+from core.records import Decision, Request
 
 ShardCall = Callable[[bytes], Awaitable[bytes]]
 BatchObserver = Callable[[int, int], None]
+
+
+class _Item(NamedTuple):
+    req: Request
+    fut: asyncio.Future[Decision]
+    deadline: float
 
 
 class ShardBatcher:
@@ -38,22 +51,32 @@ class ShardBatcher:
         self.max_inflight = max_inflight
         self.max_queue = max_queue
         self._observe = observe
-        self._queue: list[tuple[list[Any], asyncio.Future[list[Any]], float]] = []
+        self._queue: list[_Item] = []
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0
+        self.inflight_items = 0
         self.calls = 0
+        self.model = ServiceModel()
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
-    def submit(self, row: list[Any], deadline: float) -> asyncio.Future[list[Any]]:
-        """Queues one request row; the future resolves to its decision row."""
+    def expected_wait_s(self) -> float:
+        """How long an item queued now would wait for its decision."""
+        wait = self.model.wait_s(len(self._queue), self.max_batch, self.inflight_items)
+        return wait + (self.max_delay_s if not self._queue and not self.inflight else 0.0)
+
+    def submit(self, req: Request, deadline: float) -> asyncio.Future[Decision]:
+        """Queues one request; the future resolves to its decision. Raises Overloaded at once
+        when the queue is full or the item would not be decided before `deadline`."""
         if len(self._queue) >= self.max_queue:
-            raise Overloaded(f"shard {self.shard_id} queue full ({self.max_queue})")
+            raise Overloaded(f"shard {self.shard_id} queue full")
+        if time.monotonic() + self.expected_wait_s() > deadline:
+            raise Overloaded("would not be decided before the deadline")
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.append((row, fut, deadline))
+        fut: asyncio.Future[Decision] = loop.create_future()
+        self._queue.append(_Item(req, fut, deadline))
         if len(self._queue) >= self.max_batch:
             self._flush()
         elif self._timer is None:
@@ -71,39 +94,41 @@ class ShardBatcher:
             live = self._drop_late(items)
             if live:
                 self.inflight += 1
+                self.inflight_items += len(live)
                 asyncio.get_running_loop().create_task(self._run(live))
         if self._queue and self._timer is None and self.inflight < self.max_inflight:
             self._timer = asyncio.get_running_loop().call_later(self.max_delay_s, self._on_timer)
 
-    @staticmethod
-    def _drop_late(items: list[Any]) -> list[Any]:
-        now = time.monotonic()
+    def _drop_late(self, items: list[_Item]) -> list[_Item]:
+        """Refuses, before sending, the items whose batch would finish after their deadline."""
+        done_at = time.monotonic() + self.model.batch_s(len(items))
         live = []
         for item in items:
-            fut = item[1]
-            if fut.done():
+            if item.fut.done():
                 continue
-            if item[2] <= now:
-                fut.set_exception(Overloaded("deadline would pass before the shard answers"))
+            if item.deadline < done_at:
+                item.fut.set_exception(Overloaded("would not be decided before the deadline"))
             else:
                 live.append(item)
         return live
 
-    async def _run(self, items: list[Any]) -> None:
+    async def _run(self, items: list[_Item]) -> None:
         self.calls += 1
         t0 = time.perf_counter()
         try:
-            reply = await self._call(packb([item[0] for item in items]))
-            for (_, fut, _), decision in zip(items, unpackb(reply), strict=True):
-                if not fut.done():
-                    fut.set_result(decision)
+            reply = await self._call(encode_batch([item.req for item in items]))
+            for item, decision in zip(items, decode_decisions(reply), strict=True):
+                if not item.fut.done():
+                    item.fut.set_result(decision)
+            self.model.observe(len(items), time.perf_counter() - t0)
         except Exception as exc:
-            err = exc if isinstance(exc, PassgateError) else ShardUnavailable(str(exc)[:200])
-            for _, fut, _ in items:
-                if not fut.done():
-                    fut.set_exception(err)
+            err = exc if isinstance(exc, PassgateError) else ShardUnavailable("shard unavailable")
+            for item in items:
+                if not item.fut.done():
+                    item.fut.set_exception(err)
         finally:
             self.inflight -= 1
+            self.inflight_items -= len(items)
             if self._observe is not None:
                 self._observe(len(items), int((time.perf_counter() - t0) * 1e6))
             if self._queue:

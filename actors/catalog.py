@@ -11,18 +11,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import lmdb
+import msgspec
 
-from actors.codec import (
-    credential_key,
-    packb,
-    pass_from_list,
-    pass_from_list_typed,
-    pass_to_list,
-    unpackb,
-)
 from actors.errors import StorageError
-from core.models import PassRecord, PassStatus
+from actors.shard_store import storage_error
+from core.keys import credential_key
+from core.limits import CREDENTIAL_VALUE, text_problem
+from core.models import PassStatus
+from core.records import PassRecord, decoder, encode
 
+_PASS = decoder(PassRecord)
 CATALOG_MAP_SIZE = 64 << 30  # sparse; 10 M passes need about 3 GiB
 # Decoded pass records kept per reader; cleared whole when full (cheap, and rarely hit).
 DECODED_CACHE_SIZE = 200_000
@@ -45,7 +43,7 @@ def _open(path: Path, *, readonly: bool) -> lmdb.Environment:
             max_readers=1024,
         )
     except lmdb.Error as exc:
-        raise StorageError(f"cannot open pass catalog at {path}: {exc}") from exc
+        raise storage_error(f"cannot open pass catalog at {path}", exc) from exc
 
 
 class CatalogReader:
@@ -77,18 +75,22 @@ class CatalogReader:
         if hit is not None and hit[0] == raw:
             return hit[1]
         data = bytes(raw)
-        rec = pass_from_list(unpackb(data))
+        rec = _PASS.decode(data)
         if len(self._cache) >= DECODED_CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = (data, rec)
         return rec
 
     def get(self, pass_id: str) -> PassRecord | None:
+        if text_problem(pass_id) is not None:
+            return None  # no such key can exist, and LMDB would refuse an oversized one
         with self.begin() as txn:
             raw = txn.get(pass_id.encode(), db=self._pass)
-            return None if raw is None else pass_from_list_typed(unpackb(raw))
+            return None if raw is None else _PASS.decode(raw)
 
     def find(self, kind: int, value: str) -> PassRecord | None:
+        if kind not in (1, 2, 3) or text_problem(value, CREDENTIAL_VALUE) is not None:
+            return None
         with self.begin() as txn:
             return self.lookup(txn, kind, value)
 
@@ -110,42 +112,56 @@ class CatalogWriter:
 
     def upsert(self, records: Iterable[PassRecord]) -> int:
         """Writes all records in one transaction; returns how many."""
-        n = 0
+        stored, problems = self.upsert_each(list(records))
+        if problems:
+            raise StorageError(f"pass catalog refused {len(problems)} records")
+        return stored
+
+    def upsert_each(self, records: list[PassRecord]) -> tuple[int, list[tuple[int, str]]]:
+        """Stores every acceptable record in one transaction; a record that cannot be stored fails
+        alone, before the commit. Returns (stored, [(index, problem)])."""
+        problems: list[tuple[int, str]] = []
+        stored = 0
         try:
             with self._env.begin(write=True) as txn:
-                for rec in records:
+                for i, rec in enumerate(records):
+                    problem = record_problem(rec)
+                    if problem is not None:
+                        problems.append((i, problem))
+                        continue
                     self._put(txn, rec)
-                    n += 1
+                    stored += 1
         except lmdb.Error as exc:
-            raise StorageError(f"pass catalog write failed: {exc}") from exc
-        return n
+            raise storage_error("pass catalog write failed", exc) from exc
+        return stored, problems
 
     def _put(self, txn: lmdb.Transaction, rec: PassRecord) -> None:
         key = rec.pass_id.encode()
         old = txn.get(key, db=self._pass)
         if old is not None:
             new_creds = {credential_key(int(k), v) for k, v in rec.credentials}
-            for k, v in unpackb(old)[2]:
-                ck = credential_key(k, v)
+            for k, v in _PASS.decode(old).credentials:
+                ck = credential_key(int(k), v)
                 if ck not in new_creds:
                     txn.delete(ck, db=self._cred)
-        txn.put(key, packb(pass_to_list(rec)), db=self._pass)
+        txn.put(key, encode(rec), db=self._pass)
         for kind, value in rec.credentials:
             txn.put(credential_key(int(kind), value), key, db=self._cred)
 
     def set_status(self, pass_id: str, status: PassStatus) -> PassRecord | None:
         """Revokes or blocks a pass; None when it does not exist."""
+        if text_problem(pass_id) is not None:
+            return None
         try:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(pass_id.encode(), db=self._pass)
                 if raw is None:
                     return None
-                row = unpackb(raw)
-                row[5] = int(status)
-                txn.put(pass_id.encode(), packb(row), db=self._pass)
-                return pass_from_list_typed(row)
+                rec = msgspec.structs.replace(_PASS.decode(raw), status=status)
+                txn.put(pass_id.encode(), encode(rec), db=self._pass)
+                return rec
         except lmdb.Error as exc:
-            raise StorageError(f"pass catalog write failed: {exc}") from exc
+            raise storage_error("pass catalog write failed", exc) from exc
 
     def count(self) -> int:
         with self._env.begin() as txn:
@@ -156,3 +172,17 @@ class CatalogWriter:
 
     def close(self) -> None:
         self._env.close()
+
+
+def record_problem(rec: PassRecord) -> str | None:
+    """The storage-level check of one pass: every key it makes must be a valid LMDB key."""
+    problem = text_problem(rec.pass_id)
+    if problem is not None:
+        return f"pass_id: {problem}"
+    for i, (kind, value) in enumerate(rec.credentials):
+        if int(kind) not in (1, 2, 3):
+            return f"credentials[{i}].kind: unknown value"
+        problem = text_problem(value, CREDENTIAL_VALUE)
+        if problem is not None:
+            return f"credentials[{i}].value: {problem}"
+    return None

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors.catalog import CatalogWriter, catalog_path
-from actors.codec import pass_from_list, unpackb
-from actors.errors import DataDirMismatch
+from actors.codec import decode_passes
+from actors.errors import DataDirMismatch, StartupFailed
 from actors.shard import VenueShard, layout_problem, shard_dir
 from actors.shard_store import ShardStore
 from core.models import PassRecord, PassStatus, Province
@@ -26,10 +27,11 @@ SHARD_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 5, "num
 
 
 class CatalogActor(CatalogWriter):
-    """The catalog writer as an actor; takes msgpack rows so imports cross Ray cheaply."""
+    """The catalog writer as an actor; takes encoded records so imports cross Ray cheaply."""
 
-    def upsert_rows(self, payload: bytes) -> int:
-        return self.upsert(pass_from_list(row) for row in unpackb(payload))
+    def upsert_rows(self, payload: bytes) -> tuple[int, list[tuple[int, str]]]:
+        """(stored, [(index in payload, problem)]): a bad record fails alone."""
+        return self.upsert_each(decode_passes(payload))
 
     def revoke(self, pass_id: str) -> PassRecord | None:
         return self.set_status(pass_id, PassStatus.REVOKED)
@@ -44,6 +46,11 @@ class Handles:
     shards: list[Any]
     catalog: Any
     n_shards: int
+
+
+# Bounds every start-up wait: with max_restarts=-1 an actor whose constructor keeps failing
+# restarts for ever, and the server would neither serve nor exit.
+START_TIMEOUT_S = 120.0
 
 
 def _fixed_clock(ms: int) -> int:
@@ -74,15 +81,38 @@ def start_actors(
     catalog = CatalogRemote.options(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
-    ray.get(catalog.ping.remote())
+    _await_ready({"the catalog actor": catalog.ping.remote()})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
             i, n_shards, province, str(data_dir), clock
         )
         for i in range(n_shards)
     ]
-    ray.get([s.ping.remote() for s in shards])
+    _await_ready({f"shard actor {i}": s.ping.remote() for i, s in enumerate(shards)})
     return Handles(shards, catalog, n_shards)
+
+
+def _await_ready(pings: dict[str, Any], timeout_s: float = START_TIMEOUT_S) -> None:
+    """Waits for every actor's first ping under one deadline; names the first that fails."""
+    deadline = time.monotonic() + timeout_s
+    for what, ref in pings.items():
+        try:
+            ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        except GetTimeoutError:
+            raise StartupFailed(
+                f"start-up: {what} did not answer within {timeout_s:.0f} s "
+                "(still starting, or crashing and restarting); see the log above"
+            ) from None
+        except RayError as exc:
+            raise StartupFailed(f"start-up: {what} died while starting{_init_error(exc)}") from None
+
+
+def _init_error(exc: RayError) -> str:
+    """The last line of the constructor's traceback ("Type: message"), shortened for one line."""
+    if not isinstance(exc, RayActorError) or not exc.actor_init_failed:
+        return "; see the log above"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f": {lines[-1][:200]}" if lines else ""
 
 
 def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
@@ -95,5 +125,8 @@ def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
             return Handles(shards, catalog, n_shards)
         except ValueError:
             if time.monotonic() > deadline:
-                raise
+                raise StartupFailed(
+                    f"start-up: the catalog and {n_shards} shard actors were not found within "
+                    f"{timeout_s:.0f} s; is run_cluster.py running with --shards {n_shards}?"
+                ) from None
             time.sleep(0.2)

@@ -1,92 +1,103 @@
-"""Proto <-> core at the gRPC boundary, with the checks that turn a malformed call into a
-`BadRequest` naming the field. Nothing here touches state."""
+"""Proto <-> records at the gRPC boundary, with the checks that turn a malformed call into a
+`BadRequest` naming the field. Limits come from `core.limits` (characters and bytes). Nothing here
+touches state, and no message quotes more than a short prefix of caller input."""
 
 from __future__ import annotations
 
 import functools
 from datetime import date
-from typing import Any
 
 from actors.errors import BadRequest
-from core.models import CredentialKind, CreditTier, PassRecord, PassStatus, Province
+from core.limits import (
+    CREDENTIAL_VALUE,
+    ID,
+    MAX_CREDENTIALS_PER_PASS,
+    MAX_GROUPS_PER_PASS,
+    Limit,
+    echo,
+    text_problem,
+)
+from core.models import CredentialKind, CreditTier, PassStatus, Province
+from core.records import Decision, PassRecord, Request
 from proto.passgate.v1 import common_pb2, gate_pb2, passes_pb2
 
-MAX_ID_LEN = 128
-MAX_VALUE_LEN = 512
 _KINDS = {int(k) for k in CredentialKind if k != CredentialKind.UNSPECIFIED}
 _DIRECTIONS = {0, 1, 2}
+_MAX_MS = 1 << 53
 
 
-def _text(value: str, field: str, limit: int = MAX_ID_LEN) -> str:
-    if not value:
-        raise BadRequest(field, "required")
-    if len(value) > limit:
-        raise BadRequest(field, f"longer than {limit} characters")
+def text(value: str, field: str, limit: Limit = ID, *, required: bool = True) -> str:
+    problem = text_problem(value, limit, required=required)
+    if problem is not None:
+        raise BadRequest(field, problem)
     return value
 
 
-def _kind(kind: int, field: str) -> int:
-    if kind == CredentialKind.UNSPECIFIED:
+def kind(value: int, field: str) -> int:
+    if value == CredentialKind.UNSPECIFIED:
         raise BadRequest(field, "required (CARD, QR or ID)")
-    if kind not in _KINDS:
-        raise BadRequest(field, f"unknown value {kind}")
-    return kind
+    if value not in _KINDS:
+        raise BadRequest(field, f"unknown value {value}")
+    return value
 
 
-def request_row(req: gate_pb2.ValidateRequest) -> list[Any]:
-    """Checks a ValidateRequest and returns its codec row (see actors.codec.request_to_list)."""
-    _text(req.request_id, "request_id")
-    _text(req.venue_id, "venue_id")
-    _text(req.gate_id, "gate_id")
+def credential(cred: common_pb2.Credential, field: str) -> tuple[int, str]:
+    return kind(cred.kind, f"{field}.kind"), text(cred.value, f"{field}.value", CREDENTIAL_VALUE)
+
+
+def request_from_proto(req: gate_pb2.ValidateRequest) -> Request:
+    """Checks a ValidateRequest and returns the record its shard decides."""
+    text(req.request_id, "request_id")
+    text(req.venue_id, "venue_id")
+    text(req.gate_id, "gate_id")
     if not req.HasField("credential"):
         raise BadRequest("credential", "required")
-    cred = req.credential
-    _kind(cred.kind, "credential.kind")
-    _text(cred.value, "credential.value", MAX_VALUE_LEN)
+    cred_kind, value = credential(req.credential, "credential")
     if req.direction not in _DIRECTIONS:
         raise BadRequest("direction", f"unknown value {req.direction}")
-    if req.scanned_at_ms < 0:
-        raise BadRequest("scanned_at_ms", "must not be negative")
-    direction = req.direction or 1
-    return [
+    if not 0 <= req.scanned_at_ms < _MAX_MS:
+        raise BadRequest("scanned_at_ms", "out of range")
+    # Plain ints for the enums: msgspec does not validate on construction (see core.records).
+    return Request(
         req.request_id,
         req.venue_id,
         req.gate_id,
-        cred.kind,
-        cred.value,
-        direction,
+        cred_kind,  # type: ignore[arg-type]
+        value,
+        req.direction or 1,  # type: ignore[arg-type]
         req.scanned_at_ms,
         req.dry_run,
-    ]
-
-
-def decision_proto(row: list[Any]) -> gate_pb2.Decision:
-    return gate_pb2.Decision(
-        request_id=row[0],
-        allowed=row[1],
-        reason=row[2],
-        message=row[3],
-        pass_id=row[4],
-        remaining_entries=row[5],
-        venue_alert=row[6],
-        pay_later=row[7],
-        decided_at_ms=row[8],
-        charge_fen=row[9],
     )
 
 
-def invalid_decision(request_id: str, exc: BadRequest) -> gate_pb2.Decision:
+def decision_proto(d: Decision) -> gate_pb2.Decision:
+    return gate_pb2.Decision(
+        request_id=d.request_id,
+        allowed=d.allowed,
+        reason=d.reason,  # type: ignore[arg-type]
+        message=d.message,
+        pass_id=d.pass_id,
+        remaining_entries=d.remaining_entries,
+        venue_alert=d.venue_alert,  # type: ignore[arg-type]
+        pay_later=d.pay_later,
+        decided_at_ms=d.decided_at_ms,
+        charge_fen=d.charge_fen,
+    )
+
+
+def invalid_decision(request_id: str, problem: str) -> gate_pb2.Decision:
     """The answer for one malformed item inside a batch or stream: it fails alone."""
-    return gate_pb2.Decision(
-        request_id=request_id, allowed=False, message=f"INVALID_ARGUMENT: {exc}"
-    )
+    rid = request_id if text_problem(request_id) is None else ""
+    return gate_pb2.Decision(request_id=rid, allowed=False, message=f"INVALID_ARGUMENT: {problem}")
 
 
 def parse_iso_date(value: str, field: str) -> int:
     try:
+        if len(value) != 10:
+            raise ValueError
         return date.fromisoformat(value).toordinal()
     except (TypeError, ValueError):
-        raise BadRequest(field, f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+        raise BadRequest(field, f"not an ISO date (YYYY-MM-DD): {echo(value)}") from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -96,15 +107,15 @@ def iso_date(ordinal: int) -> str:
 
 def pass_from_proto(rec: passes_pb2.PassRecord, province: Province) -> PassRecord:
     """Checks an imported PassRecord; raises BadRequest naming the field."""
-    _text(rec.pass_id, "pass_id")
+    text(rec.pass_id, "pass_id")
+    text(rec.product_id, "product_id")
     if rec.product_id not in province.products:
-        raise BadRequest("product_id", f"unknown product {rec.product_id!r}")
+        raise BadRequest("product_id", f"unknown product {echo(rec.product_id)}")
     if not rec.credentials:
         raise BadRequest("credentials", "at least one credential is required")
-    creds = []
-    for i, cred in enumerate(rec.credentials):
-        kind = _kind(cred.kind, f"credentials[{i}].kind")
-        creds.append((CredentialKind(kind), _text(cred.value, f"credentials[{i}].value")))
+    if len(rec.credentials) > MAX_CREDENTIALS_PER_PASS:
+        raise BadRequest("credentials", f"more than {MAX_CREDENTIALS_PER_PASS}")
+    creds = tuple(credential(cred, f"credentials[{i}]") for i, cred in enumerate(rec.credentials))
     valid_from = parse_iso_date(rec.valid_from, "valid_from")
     valid_until = parse_iso_date(rec.valid_until, "valid_until")
     if valid_until < valid_from:
@@ -115,10 +126,14 @@ def pass_from_proto(rec: passes_pb2.PassRecord, province: Province) -> PassRecor
         raise BadRequest("credit_tier", f"unknown value {rec.credit_tier}")
     if rec.outstanding_debt_fen < 0:
         raise BadRequest("outstanding_debt_fen", "must not be negative")
+    if len(rec.groups) > MAX_GROUPS_PER_PASS:
+        raise BadRequest("groups", f"more than {MAX_GROUPS_PER_PASS}")
+    for i, group in enumerate(rec.groups):
+        text(group, f"groups[{i}]")
     return PassRecord(
         pass_id=rec.pass_id,
         product_id=rec.product_id,
-        credentials=tuple(creds),
+        credentials=creds,  # type: ignore[arg-type]
         valid_from=valid_from,
         valid_until=valid_until,
         status=PassStatus(rec.status or PassStatus.ACTIVE),
@@ -128,20 +143,15 @@ def pass_from_proto(rec: passes_pb2.PassRecord, province: Province) -> PassRecor
     )
 
 
-def _enum(value: int) -> Any:
-    """A core IntEnum as the proto enum it mirrors (same numbers)."""
-    return int(value)
-
-
 def pass_proto(p: PassRecord) -> passes_pb2.PassRecord:
     return passes_pb2.PassRecord(
         pass_id=p.pass_id,
         product_id=p.product_id,
-        credentials=[common_pb2.Credential(kind=_enum(k), value=v) for k, v in p.credentials],
+        credentials=[common_pb2.Credential(kind=int(k), value=v) for k, v in p.credentials],  # type: ignore[arg-type]
         valid_from=iso_date(p.valid_from),
         valid_until=iso_date(p.valid_until),
-        status=_enum(p.status),
-        credit_tier=_enum(p.credit_tier),
+        status=int(p.status),  # type: ignore[arg-type]
+        credit_tier=int(p.credit_tier),  # type: ignore[arg-type]
         groups=sorted(p.groups),
         outstanding_debt_fen=p.outstanding_debt_fen,
     )

@@ -27,6 +27,28 @@ class BadRequest(PassgateError):
         self.field = field
         self.problem = problem
 
+    @classmethod
+    def from_text(cls, text: str) -> BadRequest:
+        """From a `field: problem` line (as a shard's invalid decision carries it)."""
+        field, _, problem = text.partition(": ")
+        return cls(field, problem)
+
 
 class DataDirMismatch(PassgateError):
     """The data directory was created with another shard count."""
+
+
+class StorageFull(StorageError):
+    """The disk or the LMDB map is full; nothing was acknowledged. Heals once space is freed."""
+
+
+class NotFound(PassgateError):
+    """The named pass, venue or slot does not exist."""
+
+
+class StoreCorrupt(PassgateError):
+    """A store is missing, empty or damaged although the data directory recorded data in it."""
+
+
+class StartupFailed(PassgateError):
+    """An actor did not answer within its start-up timeout, or died while starting."""

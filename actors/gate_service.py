@@ -1,9 +1,12 @@
-"""service Gate: validation for gate fleets, routed by venue to the owning shard's batcher."""
+"""service Gate: validation for gate fleets, routed by venue to the owning shard's batcher.
+
+Errors leave through `actors.error_map` (the interceptor for unary calls, `status_of` for items of
+a batch or stream); a malformed item of a batch or stream gets its own decision and fails alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,10 +15,12 @@ import grpc
 
 from actors import metrics
 from actors.batcher import ShardBatcher
-from actors.convert import decision_proto, invalid_decision, request_row
+from actors.convert import credential, decision_proto, invalid_decision, request_from_proto, text
+from actors.error_map import Undecodable, status_of
 from actors.errors import BadRequest, Overloaded, ShardUnavailable
 from actors.shard import shard_of
 from core.models import Reason
+from core.records import Decision, Request
 from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
 
 MAX_BATCH_ITEMS = 1000
@@ -23,7 +28,10 @@ MAX_BATCH_ITEMS = 1000
 DEFAULT_BUDGET_S = 5.0
 # Answer RESOURCE_EXHAUSTED this long before the client's deadline, never after it.
 DEADLINE_MARGIN_S = 0.002
+# Once sent, an item's answer is awaited (it may commit); past this the gate is told to retry.
+SENT_ANSWER_TIMEOUT_S = 30.0
 _REASON_LABELS = {int(r): f"REASON_{r.name}" for r in Reason}
+Annul = Callable[[int, str, str, str, int, str], Any]
 
 
 def _budget(context: grpc.aio.ServicerContext) -> float:
@@ -33,47 +41,35 @@ def _budget(context: grpc.aio.ServicerContext) -> float:
     return min(DEFAULT_BUDGET_S, remaining - DEADLINE_MARGIN_S)
 
 
-def _count(row: list[Any]) -> None:
-    metrics.DECISIONS.labels(_REASON_LABELS.get(row[2], "REASON_UNSPECIFIED"), row[1]).inc()
+def _count(d: Decision) -> None:
+    metrics.DECISIONS.labels(_REASON_LABELS.get(d.reason, "REASON_UNSPECIFIED"), d.allowed).inc()
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, text: str) -> None:
-    metrics.GRPC_ERRORS.labels(code.name).inc()
-    await context.abort(code, text)
+async def _answer(fut: asyncio.Future[Decision]) -> Decision:
+    """The committed decision of a sent item: never abandoned for RESOURCE_EXHAUSTED."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), SENT_ANSWER_TIMEOUT_S)
+    except TimeoutError:
+        raise ShardUnavailable("no answer from the shard") from None
 
 
 class GateService(gate_pb2_grpc.GateServicer):
-    def __init__(
-        self,
-        batchers: list[ShardBatcher],
-        annul: Callable[[int, str, str, str], Any],
-    ) -> None:
+    def __init__(self, batchers: list[ShardBatcher], annul: Annul) -> None:
         self._batchers = batchers
         self._annul = annul
         self._n = len(batchers)
 
-    def _submit(self, row: list[Any], deadline: float) -> asyncio.Future[list[Any]]:
-        return self._batchers[shard_of(row[1], self._n)].submit(row, deadline)
+    def _submit(self, req: Request, deadline: float) -> asyncio.Future[Decision]:
+        return self._batchers[shard_of(req.venue_id, self._n)].submit(req, deadline)
 
     async def Validate(
         self, request: gate_pb2.ValidateRequest, context: grpc.aio.ServicerContext
     ) -> gate_pb2.Decision:
         t0 = time.perf_counter()
-        try:
-            row = request_row(request)
-        except BadRequest as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
-        budget = _budget(context)
-        try:
-            fut = self._submit(row, time.monotonic() + budget)
-            decision = await asyncio.wait_for(fut, budget)
-        except (Overloaded, TimeoutError) as exc:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, _overload_text(exc))
-            raise
-        except ShardUnavailable as exc:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, _retry_text(exc))
-            raise
+        req = request_from_proto(request)
+        decision = await _answer(self._submit(req, time.monotonic() + _budget(context)))
+        if decision.invalid:
+            raise BadRequest.from_text(decision.message)
         _count(decision)
         metrics.DECISION_LATENCY.labels("Validate").observe(time.perf_counter() - t0)
         return decision_proto(decision)
@@ -84,71 +80,79 @@ class GateService(gate_pb2_grpc.GateServicer):
         t0 = time.perf_counter()
         n = len(request.requests)
         if n > MAX_BATCH_ITEMS:
-            text = f"requests: batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}"
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, text)
-        budget = _budget(context)
-        deadline = time.monotonic() + budget
-        slots: list[Any] = []
-        try:
-            for req in request.requests:
-                try:
-                    slots.append(self._submit(request_row(req), deadline))
-                except BadRequest as exc:
-                    slots.append(invalid_decision(req.request_id, exc))
-            futures = [s for s in slots if isinstance(s, asyncio.Future)]
-            await asyncio.wait_for(asyncio.gather(*futures), budget)
-        except (Overloaded, TimeoutError) as exc:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, _overload_text(exc))
-        except ShardUnavailable as exc:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, _retry_text(exc))
+            raise BadRequest("requests", f"batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}")
+        deadline = time.monotonic() + _budget(context)
+        slots: list[asyncio.Future[Decision] | gate_pb2.Decision] = []
+        for req in request.requests:
+            slots.append(self._item(req, deadline))
         decisions = []
-        for s in slots:
-            if isinstance(s, asyncio.Future):
-                row = s.result()
-                _count(row)
-                decisions.append(decision_proto(row))
+        for slot in slots:
+            if isinstance(slot, asyncio.Future):
+                decisions.append(await self._settle(slot, ""))
             else:
-                decisions.append(s)
+                decisions.append(slot)
         metrics.DECISION_LATENCY.labels("ValidateBatch").observe(time.perf_counter() - t0)
         return gate_pb2.ValidateBatchResponse(decisions=decisions)
 
+    def _item(
+        self, req: gate_pb2.ValidateRequest, deadline: float
+    ) -> asyncio.Future[Decision] | gate_pb2.Decision:
+        """One item of a batch or stream: its future, or its own answer when it fails alone."""
+        try:
+            return self._submit(request_from_proto(req), deadline)
+        except BadRequest as exc:
+            return invalid_decision(req.request_id, str(exc))
+        except Overloaded as exc:
+            return _error_decision(req.request_id, exc)
+
+    async def _settle(self, fut: asyncio.Future[Decision], rid: str) -> gate_pb2.Decision:
+        try:
+            d = await _answer(fut)
+        except Exception as exc:
+            return _error_decision(rid, exc)
+        if d.invalid:
+            return invalid_decision(d.request_id, d.message)
+        _count(d)
+        return decision_proto(d)
+
     async def ValidateStream(
         self,
-        request_iterator: AsyncIterator[gate_pb2.ValidateRequest],
+        request_iterator: AsyncIterator[gate_pb2.ValidateRequest | Undecodable],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[gate_pb2.Decision]:
-        out: asyncio.Queue[gate_pb2.Decision | None] = asyncio.Queue()
-        pending = 0
-        reading = True
+        out: asyncio.Queue[gate_pb2.Decision | BaseException | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
 
-        def _done(fut: asyncio.Future[list[Any]], rid: str, t0: float) -> None:
-            nonlocal pending
-            pending -= 1
-            out.put_nowait(_stream_answer(fut, rid, t0))
-            if not reading and pending == 0:
-                out.put_nowait(None)
+        async def _one(fut: asyncio.Future[Decision], rid: str, t0: float) -> None:
+            out.put_nowait(await self._settle(fut, rid))
+            metrics.DECISION_LATENCY.labels("ValidateStream").observe(time.perf_counter() - t0)
 
         async def _read() -> None:
-            nonlocal pending, reading
-            async for req in request_iterator:
-                t0 = time.perf_counter()
-                try:
-                    fut = self._submit(request_row(req), time.monotonic() + DEFAULT_BUDGET_S)
-                except BadRequest as exc:
-                    out.put_nowait(invalid_decision(req.request_id, exc))
-                    continue
-                except Overloaded as exc:
-                    out.put_nowait(_overload_decision(req.request_id, exc))
-                    continue
-                pending += 1
-                fut.add_done_callback(functools.partial(_done, rid=req.request_id, t0=t0))
-            reading = False
-            if pending == 0:
+            loop = asyncio.get_running_loop()
+            try:
+                async for req in request_iterator:
+                    if isinstance(req, Undecodable):
+                        out.put_nowait(invalid_decision("", f"request: {req.problem}"))
+                        continue
+                    t0 = time.perf_counter()
+                    slot = self._item(req, time.monotonic() + DEFAULT_BUDGET_S)
+                    if not isinstance(slot, asyncio.Future):
+                        out.put_nowait(slot)
+                        continue
+                    task = loop.create_task(_one(slot, req.request_id, t0))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
                 out.put_nowait(None)
+            except Exception as exc:  # the reader failed: end the call with a status, never hang
+                out.put_nowait(exc)
 
         reader = asyncio.get_running_loop().create_task(_read())
         try:
             while (item := await out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
                 yield item
         finally:
             reader.cancel()
@@ -156,42 +160,24 @@ class GateService(gate_pb2_grpc.GateServicer):
     async def Annul(
         self, request: gate_pb2.AnnulRequest, context: grpc.aio.ServicerContext
     ) -> gate_pb2.AnnulResponse:
-        for field in ("request_id", "venue_id", "gate_id"):
-            if not getattr(request, field):
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field}: required")
+        text(request.request_id, "request_id")
+        text(request.venue_id, "venue_id")
+        text(request.gate_id, "gate_id")
+        if not request.HasField("credential"):
+            raise BadRequest("credential", "required: the credential of the entry to annul")
+        kind, value = credential(request.credential, "credential")
         shard = shard_of(request.venue_id, self._n)
-        try:
-            ok, reason = await asyncio.wait_for(
-                self._annul(shard, request.request_id, request.venue_id, request.gate_id),
-                _budget(context),
-            )
-        except TimeoutError as exc:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, _overload_text(exc))
-            raise
+        ok, reason = await asyncio.wait_for(
+            self._annul(shard, request.request_id, request.venue_id, request.gate_id, kind, value),
+            max(0.001, _budget(context)),
+        )
         return gate_pb2.AnnulResponse(annulled=ok, reason=reason)
 
 
-def _overload_text(exc: BaseException) -> str:
-    detail = str(exc) or "no answer in time"
-    return f"overloaded: {detail}; retry with the same request_id"
-
-
-def _retry_text(exc: BaseException) -> str:
-    return f"shard unavailable ({exc}); retry with the same request_id"
-
-
-def _overload_decision(request_id: str, exc: BaseException) -> gate_pb2.Decision:
-    return gate_pb2.Decision(request_id=request_id, allowed=False, message=_overload_text(exc))
-
-
-def _stream_answer(fut: asyncio.Future[list[Any]], rid: str, t0: float) -> gate_pb2.Decision:
-    if fut.cancelled():
-        return _overload_decision(rid, TimeoutError())
-    exc = fut.exception()
-    if exc is not None:
-        text = _retry_text(exc) if isinstance(exc, ShardUnavailable) else _overload_text(exc)
-        return gate_pb2.Decision(request_id=rid, allowed=False, message=text)
-    row = fut.result()
-    _count(row)
-    metrics.DECISION_LATENCY.labels("ValidateStream").observe(time.perf_counter() - t0)
-    return decision_proto(row)
+def _error_decision(request_id: str, exc: BaseException) -> gate_pb2.Decision:
+    """An item of a batch or stream that got an error instead of a decision: the error map's
+    code and text, as that item's message."""
+    code, message = status_of(exc)
+    return gate_pb2.Decision(
+        request_id=request_id, allowed=False, message=f"{code.name}: {message}"
+    )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from actors.connections import ConnectionLimits
 from actors.errors import PassgateError
 
 READY_TIMEOUT_S = 120
@@ -26,6 +27,7 @@ def _command(args: argparse.Namespace, address: str, index: int) -> list[str]:
         "--batch-size", str(args.batch_size), "--batch-delay-us", str(args.batch_delay_us),
         "--max-inflight-batches", str(args.max_inflight_batches),
         "--max-queue", str(args.max_queue),
+        *ConnectionLimits.from_args(args).argv(),
     ]  # fmt: skip
 
 

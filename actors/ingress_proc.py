@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-delay-us", type=int, required=True)
     p.add_argument("--max-inflight-batches", type=int, required=True)
     p.add_argument("--max-queue", type=int, required=True)
+    IngressSettings.add_flags(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     province = load_province(args.config)

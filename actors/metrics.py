@@ -66,13 +66,27 @@ LMDB_COMMIT_HIST = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+STATUS_WATCHERS = Gauge(
+    "passgate_status_watchers",
+    "Open WatchVenueStatus streams served by this ingress process.",
+    registry=REGISTRY,
+)
+STATUS_FEED_POLLS = Counter(
+    "passgate_status_feed_polls",
+    "Shard status polls made by the shared status feed (one per watched venue per tick).",
+    registry=REGISTRY,
+)
 
 _VENUE_GAUGES = {
     "occupancy": "People inside the venue now.",
     "instant_capacity": "Approved instantaneous capacity (people inside at once).",
     "daily_capacity": "Approved daily capacity (entries per local day).",
     "entries_today": "Entries admitted since local midnight.",
-    "exits_today": "Exits recorded since local midnight.",
+    "exits_today": "Exits since local midnight that a known entry justified.",
+    "unmatched_exits_today": (
+        "Exit scans since local midnight that no known entry justified (unknown, revoked or "
+        "not inside): counted, never subtracted from occupancy."
+    ),
     "alert_level": "Alert level: 1 green, 2 yellow, 3 orange, 4 red, 5 full.",
     "paused": "1 when an operator has paused admission.",
     "entries_per_minute": "Entries per minute over the last 5 minutes.",

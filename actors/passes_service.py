@@ -1,4 +1,8 @@
-"""service Passes: bulk import, lookup and revocation (catalog), and slot reservations (shards)."""
+"""service Passes: bulk import, lookup and revocation (catalog), and slot reservations (shards).
+
+An import stores every valid record and counts each bad one in `errors` with its position (0-based
+in the stream) and reason; a bad record never takes its neighbours with it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,38 @@ import grpc
 
 from actors.catalog import CatalogReader
 from actors.cluster import Handles
-from actors.codec import packb, pass_to_list
-from actors.convert import parse_iso_date, pass_from_proto, pass_proto
-from actors.errors import BadRequest
+from actors.codec import encode_batch
+from actors.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
+from actors.error_map import Undecodable
+from actors.errors import BadRequest, NotFound
 from actors.shard import shard_of
+from core.limits import FREE_TEXT, echo
 from core.models import Province
+from core.records import PassRecord, Usage
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
 IMPORT_CHUNK = 5000
 MAX_ERRORS_KEPT = 100
+
+
+class _Import:
+    """The running tally of one UpsertPasses stream."""
+
+    def __init__(self) -> None:
+        self.upserted = 0
+        self.rejected = 0
+        self.errors: list[str] = []
+
+    def reject(self, position: int, problem: str, pass_id: str = "") -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            who = f" (pass_id {echo(pass_id)})" if pass_id else ""
+            self.errors.append(f"record {position}{who}: {problem}")
+
+    def summary(self) -> passes_pb2.UpsertSummary:
+        return passes_pb2.UpsertSummary(
+            upserted=self.upserted, rejected=self.rejected, errors=self.errors
+        )
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
@@ -29,105 +56,105 @@ class PassesService(passes_pb2_grpc.PassesServicer):
 
     async def UpsertPasses(
         self,
-        request_iterator: AsyncIterator[passes_pb2.PassRecord],
+        request_iterator: AsyncIterator[passes_pb2.PassRecord | Undecodable],
         context: grpc.aio.ServicerContext,
     ) -> passes_pb2.UpsertSummary:
-        upserted = rejected = 0
-        errors: list[str] = []
-        chunk: list[list[Any]] = []
+        tally = _Import()
+        chunk: list[PassRecord] = []
+        positions: list[int] = []
         writing: asyncio.Future[Any] | None = None
+        position = -1
         async for rec in request_iterator:
+            position += 1
+            if isinstance(rec, Undecodable):
+                tally.reject(position, rec.problem)
+                continue
             try:
-                chunk.append(pass_to_list(pass_from_proto(rec, self._province)))
+                chunk.append(pass_from_proto(rec, self._province))
+                positions.append(position)
             except BadRequest as exc:
-                rejected += 1
-                if len(errors) < MAX_ERRORS_KEPT:
-                    errors.append(f"{rec.pass_id or '?'}: {exc}")
+                tally.reject(position, str(exc), rec.pass_id)
                 continue
             if len(chunk) >= IMPORT_CHUNK:
                 # Overlap: parse the next chunk while the writer commits this one.
                 if writing is not None:
-                    upserted += await writing
-                writing = self._h.catalog.upsert_rows.remote(packb(chunk))
-                chunk = []
+                    await writing
+                writing = asyncio.ensure_future(self._write(chunk, positions, tally))
+                chunk, positions = [], []
         if writing is not None:
-            upserted += await writing
+            await writing
         if chunk:
-            upserted += await self._h.catalog.upsert_rows.remote(packb(chunk))
-        return passes_pb2.UpsertSummary(upserted=upserted, rejected=rejected, errors=errors)
+            await self._write(chunk, positions, tally)
+        return tally.summary()
+
+    async def _write(self, chunk: list[PassRecord], positions: list[int], tally: _Import) -> None:
+        stored, problems = await self._h.catalog.upsert_rows.remote(encode_batch(chunk))
+        tally.upserted += stored
+        for index, problem in problems:
+            tally.reject(positions[index], problem, chunk[index].pass_id)
 
     async def GetPass(
         self, request: passes_pb2.PassRef, context: grpc.aio.ServicerContext
     ) -> passes_pb2.PassView:
-        try:
-            rec = self._find(request)
-        except BadRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
+        rec = self._find(request)
         if rec is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such pass")
-        assert rec is not None
-        return await self._view(rec.pass_id, pass_proto(rec))
+            raise NotFound("no such pass")
+        return await self._view(rec)
 
-    def _find(self, ref: passes_pb2.PassRef) -> Any:
+    def _find(self, ref: passes_pb2.PassRef) -> PassRecord | None:
         if ref.pass_id:
-            return self._catalog.get(ref.pass_id)
+            return self._catalog.get(text(ref.pass_id, "pass_id"))
         if ref.HasField("credential") and ref.credential.value:
-            return self._catalog.find(ref.credential.kind, ref.credential.value)
+            return self._catalog.find(*credential(ref.credential, "credential"))
         raise BadRequest("pass_id", "give pass_id or credential")
 
-    async def _view(self, pass_id: str, rec: passes_pb2.PassRecord) -> passes_pb2.PassView:
-        parts = await asyncio.gather(*(s.usage_of.remote(pass_id) for s in self._h.shards))
+    async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
+        parts: list[list[tuple[str, Usage]]] = await asyncio.gather(
+            *(s.usage_of.remote(rec.pass_id) for s in self._h.shards)
+        )
         usage = [
             passes_pb2.VenueUsage(
-                venue_id=row[0],
-                entries=row[1],
-                entries_today=row[3],
-                last_entry_ms=row[4],
-                inside=row[5],
-                charges_fen=row[7],
+                venue_id=venue_id,
+                entries=u.entries,
+                entries_today=u.entries_today,
+                last_entry_ms=u.last_entry_ms,
+                inside=u.inside,
+                charges_fen=u.charges_fen,
             )
             for part in parts
-            for row in part
+            for venue_id, u in part
         ]
         usage.sort(key=lambda u: u.venue_id)
-        return passes_pb2.PassView(**{"pass": rec}, usage=usage)
+        return passes_pb2.PassView(**{"pass": pass_proto(rec)}, usage=usage)
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext
     ) -> passes_pb2.PassView:
-        if not request.pass_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pass_id: required")
+        text(request.pass_id, "pass_id")
+        text(request.reason, "reason", FREE_TEXT, required=False)
         rec = await self._h.catalog.revoke.remote(request.pass_id)
         if rec is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no pass {request.pass_id!r}")
-        return await self._view(rec.pass_id, pass_proto(rec))
+            raise NotFound(f"no pass {echo(request.pass_id)}")
+        return await self._view(rec)
 
     async def Reserve(
         self, request: passes_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> passes_pb2.Reservation:
-        return await self._reservation("reserve", request, context)
+        return await self._reservation("reserve", request)
 
     async def CancelReservation(
         self, request: passes_pb2.CancelReservationRequest, context: grpc.aio.ServicerContext
     ) -> passes_pb2.Reservation:
-        return await self._reservation("cancel_reservation", request, context)
+        return await self._reservation("cancel_reservation", request)
 
-    async def _reservation(
-        self, method: str, request: Any, context: grpc.aio.ServicerContext
-    ) -> passes_pb2.Reservation:
-        for field in ("pass_id", "venue_id", "date", "slot_id"):
-            if not getattr(request, field):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: required")
-        try:
-            day = parse_iso_date(request.date, "date")
-        except BadRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
+    async def _reservation(self, method: str, request: Any) -> passes_pb2.Reservation:
+        for field in ("pass_id", "venue_id", "slot_id"):
+            text(getattr(request, field), field)
+        if not request.date:
+            raise BadRequest("date", "required")
+        day = parse_iso_date(request.date, "date")
         if request.venue_id not in self._province.venues:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"venue_id: unknown venue {request.venue_id!r}"
-            )
+            raise BadRequest("venue_id", f"unknown venue {echo(request.venue_id)}")
         shard = self._h.shards[shard_of(request.venue_id, self._h.n_shards)]
         ok, reason, remaining = await getattr(shard, method).remote(
             request.pass_id, request.venue_id, day, request.slot_id

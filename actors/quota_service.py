@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from actors.cluster import Handles
+from actors.convert import text
+from actors.errors import NotFound, Overloaded
 from actors.shard import shard_of
+from actors.status_feed import DEFAULT_MAX_WATCHERS, FeedClosed, StatusFeed
+from core.limits import echo
 from proto.passgate.v1 import quota_pb2, quota_pb2_grpc
-
-WATCH_INTERVAL_S = 0.5
 
 
 def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
@@ -21,6 +22,7 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
         occupancy=row["occupancy"],
         entries_today=row["entries_today"],
         exits_today=row["exits_today"],
+        unmatched_exits_today=row.get("unmatched_exits_today", 0),
         daily_capacity=row["daily_capacity"],
         instant_capacity=row["instant_capacity"],
         alert=row["alert_level"],
@@ -28,7 +30,12 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
         entries_per_minute=row["entries_per_minute"],
         minutes_to_full=row["minutes_to_full"],
         slots=[
-            quota_pb2.SlotStatus(slot_id=s[0], capacity=s[1], reserved=s[2], admitted=s[3])
+            quota_pb2.SlotStatus(
+                slot_id=s["slot_id"],
+                capacity=s["capacity"],
+                reserved=s["reserved"],
+                admitted=s["admitted"],
+            )
             for s in row["slots"]
         ],
         as_of_ms=row["as_of_ms"],
@@ -36,21 +43,27 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
 
 
 class QuotaService(quota_pb2_grpc.QuotaServicer):
-    def __init__(self, handles: Handles) -> None:
+    def __init__(self, handles: Handles, max_watchers: int = DEFAULT_MAX_WATCHERS) -> None:
         self._h = handles
+        self.feed = StatusFeed(self._venue_status, max_watchers=max_watchers, render=status_proto)
+
+    async def _venue_status(self, venue_id: str) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = await self._shard(venue_id).venue_status.remote(venue_id)
+        return row
 
     def _shard(self, venue_id: str) -> Any:
         return self._h.shards[shard_of(venue_id, self._h.n_shards)]
 
     async def _need_venue(self, venue_id: str, context: grpc.aio.ServicerContext) -> None:
-        if not venue_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "venue_id: required")
+        text(venue_id, "venue_id")
 
     async def _status(self, venue_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
         await self._need_venue(venue_id, context)
         row = await self._shard(venue_id).venue_status.remote(venue_id)
         if row is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {venue_id!r}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
+            )
         return row
 
     async def GetVenueStatus(
@@ -61,14 +74,33 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
     async def WatchVenueStatus(
         self, request: quota_pb2.VenueRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[quota_pb2.VenueStatus]:
-        last: dict[str, Any] | None = None
-        while True:
-            row = await self._status(request.venue_id, context)
-            same = last is not None and {**row, "as_of_ms": 0} == {**last, "as_of_ms": 0}
-            if not same:
-                last = row
-                yield status_proto(row)
-            await asyncio.sleep(WATCH_INTERVAL_S)
+        """The status now, then each change (at most every 500 ms), from the shared feed."""
+        venue_id = request.venue_id
+        await self._need_venue(venue_id, context)
+        try:
+            watcher = self.feed.subscribe(venue_id)
+        except Overloaded:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers; try later")
+        except FeedClosed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down; watch again")
+        # A cancelled call may leave this generator suspended at `yield`; the callback still frees
+        # the watcher's slot at once.
+        context.add_done_callback(lambda _context: watcher.close())
+        try:
+            while True:
+                try:
+                    status = await watcher.next()
+                except NotFound:
+                    await context.abort(
+                        grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
+                    )
+                except FeedClosed:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "server shutting down; watch again"
+                    )
+                yield status
+        finally:
+            watcher.close()
 
     async def SetVenueQuota(
         self, request: quota_pb2.VenueQuota, context: grpc.aio.ServicerContext
@@ -108,5 +140,7 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         await self._need_venue(venue_id, context)
         row = await self._shard(venue_id).set_paused.remote(venue_id, paused)
         if row is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {venue_id!r}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
+            )
         return status_proto(row)

@@ -1,16 +1,18 @@
 """The ingress: a grpc.aio server (on uvloop) with Gate, Passes, Quota, health and reflection.
 
 Routes each validation to its venue's shard through a per-shard micro-batcher and polls the shards
-once a second for the figures Prometheus shows.
+once a second for the figures Prometheus shows. Its connection limits, keepalive and timeouts
+come from actors/connections.py; watchers share one status feed per venue (actors/status_feed.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from actors import metrics
+from actors import connections, metrics
 from actors.batcher import ShardBatcher
 from actors.catalog import CatalogReader, catalog_path
 from actors.cluster import Handles
+from actors.error_map import ErrorMapInterceptor
 from actors.gate_service import GateService
 from actors.passes_service import PassesService
 from actors.quota_service import QuotaService
@@ -54,6 +57,7 @@ class IngressSettings:
     max_inflight_batches: int = 1
     max_queue: int = 8192
     poll_metrics: bool = True
+    limits: connections.ConnectionLimits = field(default_factory=connections.ConnectionLimits)
 
     @classmethod
     def from_args(cls, args: Any, poll_metrics: bool = True) -> IngressSettings:
@@ -66,7 +70,13 @@ class IngressSettings:
             max_inflight_batches=args.max_inflight_batches,
             max_queue=args.max_queue,
             poll_metrics=poll_metrics,
+            limits=connections.ConnectionLimits.from_args(args),
         )
+
+    @staticmethod
+    def add_flags(parser: argparse.ArgumentParser) -> None:
+        """The connection-limit flags that from_args reads (besides the batching ones)."""
+        connections.add_flags(parser)
 
 
 class Ingress:
@@ -89,26 +99,33 @@ class Ingress:
         ]
         self.catalog = CatalogReader(catalog_path(data_dir))
         self.health = HealthServicer()
+        limits = settings.limits
+        max_connections = connections.connection_cap(
+            limits.max_connections, connections.raise_fd_limit()
+        )
         self.server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", 16 << 20),
-                ("grpc.max_concurrent_streams", 1024),
-            ]
+            interceptors=[ErrorMapInterceptor()],
+            options=limits.grpc_options(max_connections),
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
         gate = GateService(self.batchers, self._annul)
         gate_pb2_grpc.add_GateServicer_to_server(gate, self.server)
         passes = PassesService(handles, self.catalog, province)
         passes_pb2_grpc.add_PassesServicer_to_server(passes, self.server)
-        quota_pb2_grpc.add_QuotaServicer_to_server(QuotaService(handles), self.server)
+        self.quota = QuotaService(handles, limits.max_watchers)
+        quota_pb2_grpc.add_QuotaServicer_to_server(self.quota, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.server)
         self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
         self._poller: asyncio.Task[None] | None = None
 
-    async def _annul(self, shard: int, request_id: str, venue_id: str, gate_id: str) -> Any:
-        return await self.handles.shards[shard].annul.remote(request_id, venue_id, gate_id)
+    async def _annul(
+        self, shard: int, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
+    ) -> Any:
+        return await self.handles.shards[shard].annul.remote(
+            request_id, venue_id, gate_id, kind, value
+        )
 
     async def start(self) -> None:
         await self.server.start()
@@ -144,6 +161,8 @@ class Ingress:
         await self.health.enter_graceful_shutdown()
         if self._poller is not None:
             self._poller.cancel()
+        # Watch streams never end by themselves: end them now rather than wait out the grace.
+        self.quota.feed.close()
         await self.server.stop(grace_s)
         self.catalog.close()
 

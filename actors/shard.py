@@ -3,6 +3,9 @@
 A plain class (constructed directly in tests); `actors.cluster` wraps it as a Ray actor. It holds
 per-pass usage, request records (idempotency and annul), venue runtime state, reservations and the
 numba capacity counters in memory, and rebuilds all of them from its LMDB store on start.
+
+Every item of a batch is checked on its own before it is decided (`core.limits`), so a malformed
+item gets its own `invalid` decision and changes nothing, while its neighbours commit.
 """
 
 from __future__ import annotations
@@ -16,27 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from actors.catalog import CatalogReader, catalog_path
-from actors.codec import (
-    decision_from_list,
-    decision_to_list,
-    packb,
-    request_from_list,
-    unpackb,
-    usage_from_list,
-    usage_to_list,
-)
+from actors.codec import decode_requests_each, encode_batch
 from actors.errors import DataDirMismatch
 from actors.shard_quota import QuotaOps
-from actors.shard_store import BatchWrites, ShardStore, usage_key
+from actors.shard_store import BatchWrites, ShardStore
 from actors.shard_venues import Running, VenueBook
 from core.clock import LocalTime, local_time
 from core.counters import CapacityCounters, warm
-from core.models import Direction, Province, Usage
+from core.keys import fingerprint, request_key, usage_key
+from core.limits import CREDENTIAL_VALUE, text_problem
+from core.models import Direction, Outcome, Province, Reason
+from core.records import Decision, LogRecord, Request, RequestRecord, Usage
 from core.rules import decide
 
 REQUEST_TTL_MS = 15 * 60 * 1000
 COUNTER_SNAPSHOT_EVERY_MS = 1000
 EV_NONE, EV_ENTRY, EV_EXIT, EV_ANNUL = 0, 1, 2, 3
+# An exit no known entry justifies: logged and counted, never subtracted from occupancy.
+EV_EXIT_UNMATCHED = 6
+_COUNTED = (EV_ENTRY, EV_EXIT, EV_ANNUL)
+_KINDS = (1, 2, 3)
+_DIRECTIONS = (1, 2)
+_REUSED = "request_id: already used by this gate for a different scan; use a new request_id"
 
 _EMPTY = Usage()
 
@@ -62,6 +66,28 @@ def shard_dir(data_dir: Path, shard_id: int) -> Path:
     return data_dir / "shards" / f"shard-{shard_id}"
 
 
+def request_problem(req: Request) -> str | None:
+    """Why a request that reached the shard cannot be decided (the ingress checks the same)."""
+    for name in ("request_id", "venue_id", "gate_id"):
+        problem = text_problem(getattr(req, name))
+        if problem is not None:
+            return f"{name}: {problem}"
+    if req.kind not in _KINDS:
+        return "credential.kind: unknown value"
+    problem = text_problem(req.value, CREDENTIAL_VALUE)
+    if problem is not None:
+        return f"credential.value: {problem}"
+    if req.direction not in _DIRECTIONS:
+        return "direction: unknown value"
+    return None
+
+
+def invalid(request_id: str, problem: str, now_ms: int) -> Decision:
+    return Decision(
+        request_id, False, Reason.UNSPECIFIED, problem, decided_at_ms=now_ms, invalid=True
+    )
+
+
 class VenueShard(QuotaOps):
     def __init__(
         self,
@@ -83,8 +109,8 @@ class VenueShard(QuotaOps):
         self.counters = CapacityCounters(max(1, len(owned)), max_slots)
         self.book = VenueBook(owned, self.counters)
         self.usage: dict[bytes, Usage] = {}
-        self.requests: dict[str, list[Any]] = {}
-        self._req_order: deque[tuple[int, str]] = deque()
+        self.requests: dict[bytes, RequestRecord] = {}
+        self._req_order: deque[tuple[int, bytes]] = deque()
         self._last_snapshot_ms = 0
         self.batches = 0
         self.items = 0
@@ -107,11 +133,15 @@ class VenueShard(QuotaOps):
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
         # millions of usage records serves again without decoding them all first.
         now = self._clock()
-        for rid, rec in self.store.iter_requests():
-            if now - rec[0][8] < REQUEST_TTL_MS:
-                self.requests[rid] = rec
-        for rid, rec in sorted(self.requests.items(), key=lambda kv: kv[1][0][8]):
-            self._req_order.append((rec[0][8], rid))
+        live = [
+            (rec.decision.decided_at_ms, key, rec)
+            for key, rec in self.store.iter_requests()
+            if now - rec.decision.decided_at_ms < REQUEST_TTL_MS
+        ]
+        live.sort(key=lambda item: item[0])
+        for at_ms, key, rec in live:
+            self.requests[key] = rec
+            self._req_order.append((at_ms, key))
         self.book.restore(self.store)
         self._restore_counters()
 
@@ -119,13 +149,13 @@ class VenueShard(QuotaOps):
         snap = self.store.counters_snapshot()
         after = 0
         if snap is not None:
-            after, blob = snap
-            self.counters = CapacityCounters.restore(blob)
+            after = snap.seq
+            self.counters = CapacityCounters.restore(snap.blob)
             self.book.set_counters(self.counters)
         events = [
-            (rec[2], rec[9], rec[10], rec[8], rec[11])
+            (rec.venue_id, rec.day, rec.minute, rec.event, rec.slot_idx)
             for _, rec in self.store.iter_log(after)
-            if rec[8] != EV_NONE
+            if rec.event in _COUNTED
         ]
         self._apply_events(events)
 
@@ -133,111 +163,114 @@ class VenueShard(QuotaOps):
 
     def decide_batch(self, payload: bytes) -> bytes:
         """Decides every request in the batch; answers after the batch's one commit."""
+        return encode_batch(self.decide_requests(decode_requests_each(payload)))
+
+    def decide_requests(self, items: list[Request | str]) -> list[Decision]:
         now_ms = self._clock()
-        rows = unpackb(payload)
         batch = _Batch(now_ms, self.book)
         self._expire_requests(now_ms, batch.writes)
+        out: list[Decision] = []
         with self.catalog.begin() as txn:
-            out = [self._decide_one(request_from_list(row), batch, txn) for row in rows]
+            for req in items:
+                problem = req if isinstance(req, str) else request_problem(req)
+                if problem is None:
+                    assert not isinstance(req, str)
+                    out.append(self._decide_one(req, batch, txn))
+                else:
+                    rid = "" if isinstance(req, str) else req.request_id
+                    out.append(invalid(rid if text_problem(rid) is None else "", problem, now_ms))
         self._commit(batch, now_ms)
         self.batches += 1
-        self.items += len(rows)
-        return packb(out)
+        self.items += len(items)
+        return out
 
-    def _decide_one(self, req: Any, batch: _Batch, txn: Any) -> list[Any]:
-        rid = req.request_id
-        rec = batch.requests.get(rid) or self.requests.get(rid)
+    def _decide_one(self, req: Request, batch: _Batch, txn: Any) -> Decision:
+        rkey = request_key(req.venue_id, req.gate_id, req.request_id)
+        fp = fingerprint(req.kind, req.value)
+        rec = batch.requests.get(rkey) or self.requests.get(rkey)
         if rec is not None:
-            return rec[0]
+            if rec.fingerprint == fp and rec.direction == req.direction:
+                return rec.decision
+            return invalid(req.request_id, _REUSED, batch.now_ms)
         venue = self.book.venue(req.venue_id)
         pass_ = None
         local: LocalTime | None = None
         if venue is not None:
-            pass_ = self.catalog.lookup(txn, int(req.kind), req.value)
+            pass_ = self.catalog.lookup(txn, req.kind, req.value)
             local = batch.local(venue.venue_id, venue.tz, self.book)
         ukey = usage_key(req.venue_id, pass_.pass_id) if pass_ is not None else b""
-        usage = batch.usage.get(ukey) or self._usage(ukey) if ukey else _EMPTY
+        usage = (batch.usage.get(ukey) or self._usage(ukey)) if ukey else _EMPTY
         capacity = None
         if venue is None:
             outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province)
         else:
             capacity = self.book.capacity_view(venue, pass_, local, batch.running, batch.writes)
             outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province, capacity, local)
-        decision = decision_to_list(outcome.decision)
         if req.dry_run:
-            return decision
+            return outcome.decision
         reserved = capacity.reserved_slot if capacity is not None else None
-        self._record(req, outcome, decision, ukey, local, batch, reserved, usage.last_entry_ms)
-        return decision
+        self._record(req, rkey, fp, outcome, ukey, local, batch, reserved, usage.last_entry_ms)
+        return outcome.decision
 
     def _record(
         self,
-        req: Any,
-        outcome: Any,
-        decision: list[Any],
+        req: Request,
+        rkey: bytes,
+        fp: bytes,
+        outcome: Outcome,
         ukey: bytes,
         local: LocalTime | None,
         batch: _Batch,
         reserved: str | None,
         prev_entry_ms: int,
     ) -> None:
-        event = EV_ENTRY if outcome.entered else EV_EXIT if outcome.exited else EV_NONE
+        decision = outcome.decision
+        event = _event_of(outcome)
         day = local.day if local else 0
         minute = local.minute if local else 0
         slot_idx = -1
         if outcome.entered and reserved is not None:
             slot_idx = self.book.consume_reservation(
-                req.venue_id, day, reserved, outcome.decision.pass_id, batch.writes
+                req.venue_id, day, reserved, decision.pass_id, batch.writes
             )
-        if event != EV_NONE:
+        if event in _COUNTED:
             batch.running.add(req.venue_id, outcome.entered, outcome.exited)
             batch.events.append((req.venue_id, day, minute, event, slot_idx))
+        elif event == EV_EXIT_UNMATCHED:
+            self.book.stage_unmatched_exit(req.venue_id, day, batch.writes)
         if outcome.usage is not None:
             batch.usage[ukey] = outcome.usage
-            batch.writes.usage[ukey] = usage_to_list(outcome.usage)
-        pass_id = outcome.decision.pass_id
-        rec = [
-            decision, req.venue_id, req.gate_id, pass_id, day, minute, slot_idx, event, False,
-            prev_entry_ms,
-        ]  # fmt: skip
-        batch.requests[req.request_id] = rec
-        batch.writes.requests[req.request_id] = rec
+            batch.writes.usage[ukey] = outcome.usage
+        rec = RequestRecord(
+            decision, req.venue_id, req.gate_id, fp, int(req.direction), decision.pass_id,
+            day, minute, slot_idx, event, False, prev_entry_ms,
+        )  # fmt: skip
+        batch.requests[rkey] = rec
+        batch.writes.requests[rkey] = rec
         batch.writes.log.append(
-            [
-                batch.now_ms,
-                req.request_id,
-                req.venue_id,
-                req.gate_id,
-                pass_id,
-                int(req.direction),
-                decision[1],
-                decision[2],
-                event,
-                day,
-                minute,
-                slot_idx,
-                decision[9],
-                decision[10],
-            ]
-        )
+            LogRecord(
+                batch.now_ms, req.request_id, req.venue_id, req.gate_id, decision.pass_id,
+                int(req.direction), decision.allowed, int(decision.reason), event, day, minute,
+                slot_idx, decision.charge_fen, decision.soft_passback,
+            )
+        )  # fmt: skip
 
     def _usage(self, ukey: bytes) -> Usage:
         """The usage of (venue, pass): memory first, then LMDB (committed state), else empty."""
         usage = self.usage.get(ukey)
         if usage is None:
-            row = self.store.get_usage(ukey)
-            if row is None:
+            usage = self.store.get_usage(ukey)
+            if usage is None:
                 return _EMPTY
-            usage = usage_from_list(row)
             self.usage[ukey] = usage
         return usage
 
     def _expire_requests(self, now_ms: int, writes: BatchWrites) -> None:
         order = self._req_order
         while order and now_ms - order[0][0] >= REQUEST_TTL_MS:
-            _, rid = order.popleft()
-            if self.requests.pop(rid, None) is not None:
-                writes.expired_requests.append(rid)
+            _, key = order.popleft()
+            if self.requests.pop(key, None) is not None:
+                writes.expired_requests.append(key)
 
     def _commit(self, batch: _Batch, now_ms: int) -> None:
         if now_ms - self._last_snapshot_ms >= COUNTER_SNAPSHOT_EVERY_MS and batch.events:
@@ -254,9 +287,9 @@ class VenueShard(QuotaOps):
             self._last_snapshot_ms = now_ms
         # Only after the commit does memory move on: a failed commit leaves no trace.
         self.usage.update(batch.usage)
-        for rid, rec in batch.requests.items():
-            self.requests[rid] = rec
-            self._req_order.append((batch.now_ms, rid))
+        for key, rec in batch.requests.items():
+            self.requests[key] = rec
+            self._req_order.append((batch.now_ms, key))
         self.book.apply_committed(batch.writes)
         self._apply_events(batch.events)
 
@@ -270,70 +303,64 @@ class VenueShard(QuotaOps):
 
     # -- annul ----------------------------------------------------------------------------------
 
-    def annul(self, request_id: str, venue_id: str, gate_id: str) -> tuple[bool, str]:
-        """Undoes an admitted entry (the turnstile did not turn): same gate, within 15 min."""
+    def annul(
+        self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
+    ) -> tuple[bool, str]:
+        """Undoes an admitted entry (the turnstile did not turn): same gate, same credential,
+        within 15 min."""
         now_ms = self._clock()
-        rec = self.requests.get(request_id)
-        problem = self._annul_problem(rec, venue_id, gate_id, now_ms)
+        rkey = request_key(venue_id, gate_id, request_id)
+        rec = self.requests.get(rkey)
+        problem = _annul_problem(rec, fingerprint(kind, value), now_ms)
         if problem is not None:
             return problem
         assert rec is not None
-        decision = decision_from_list(rec[0])
-        ukey = usage_key(venue_id, rec[3])
+        decision = rec.decision
+        ukey = usage_key(venue_id, rec.pass_id)
         usage = self._usage(ukey).copy()
         usage.entries = max(0, usage.entries - 1)
-        if usage.day == rec[4]:
+        if usage.day == rec.day:
             usage.entries_today = max(0, usage.entries_today - 1)
         usage.inside = False
-        usage.last_entry_ms = rec[9]
+        usage.last_entry_ms = rec.prev_entry_ms
         usage.charges_fen = max(0, usage.charges_fen - decision.charge_fen)
         usage.free_visits = max(0, usage.free_visits - int(decision.free_visit))
-        new_rec = [*rec[:8], True, rec[9]]
+        annulled = RequestRecord(
+            decision, rec.venue_id, rec.gate_id, rec.fingerprint, rec.direction, rec.pass_id,
+            rec.day, rec.minute, rec.slot_idx, rec.event, True, rec.prev_entry_ms,
+        )  # fmt: skip
         writes = BatchWrites()
-        writes.usage[ukey] = usage_to_list(usage)
-        writes.requests[request_id] = new_rec
-        event = (venue_id, rec[4], rec[5], EV_ANNUL, rec[6])
-        log_row = [now_ms, request_id, venue_id, gate_id, rec[3], 0, False, 0, EV_ANNUL]
-        writes.log.append([*log_row, rec[4], rec[5], rec[6], -decision.charge_fen, False])
-        if rec[6] >= 0:
-            self.book.restore_reservation(venue_id, rec[4], rec[6], rec[3], writes)
+        writes.usage[ukey] = usage
+        writes.requests[rkey] = annulled
+        writes.log.append(
+            LogRecord(
+                now_ms, request_id, venue_id, gate_id, rec.pass_id, 0, False, 0, EV_ANNUL,
+                rec.day, rec.minute, rec.slot_idx, -decision.charge_fen, False,
+            )
+        )  # fmt: skip
+        if rec.slot_idx >= 0:
+            self.book.restore_reservation(venue_id, rec.day, rec.slot_idx, rec.pass_id, writes)
         self.store.commit(writes)
         self.usage[ukey] = usage
-        self.requests[request_id] = new_rec
+        self.requests[rkey] = annulled
         self.book.apply_committed(writes)
-        self._apply_events([event])
+        self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
         return True, "entry annulled"
-
-    @staticmethod
-    def _annul_problem(
-        rec: list[Any] | None, venue_id: str, gate_id: str, now_ms: int
-    ) -> tuple[bool, str] | None:
-        if rec is None:
-            return False, "no entry with this request_id in the last 15 minutes"
-        if rec[1] != venue_id or rec[2] != gate_id:
-            return False, "annul must come from the gate that admitted the entry"
-        if rec[7] != EV_ENTRY:
-            return False, "that request did not admit an entry"
-        if rec[8]:
-            return True, "already annulled"
-        if now_ms - rec[0][8] > REQUEST_TTL_MS:
-            return False, "too late: entries can be annulled for 15 minutes"
-        return None
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def usage_of(self, pass_id: str) -> list[list[Any]]:
-        """[venue_id, *usage] for every venue of this shard the pass has used."""
+    def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
+        """(venue_id, usage) for every venue of this shard the pass has used."""
         # LMDB holds every committed usage record (memory holds only those used since start).
-        return [[venue_id, *row] for venue_id, row in self.store.usage_of_pass(pass_id)]
+        return list(self.store.usage_of_pass(pass_id))
 
     def stored_admits(self) -> int:
         """Admitted entries not annulled, counted from the durable decision log."""
         total = 0
         for _, rec in self.store.iter_log():
-            if rec[8] == EV_ENTRY:
+            if rec.event == EV_ENTRY:
                 total += 1
-            elif rec[8] == EV_ANNUL:
+            elif rec.event == EV_ANNUL:
                 total -= 1
         return total
 
@@ -362,6 +389,30 @@ class VenueShard(QuotaOps):
         return True
 
 
+def _event_of(outcome: Outcome) -> int:
+    if outcome.entered:
+        return EV_ENTRY
+    if outcome.exited:
+        return EV_EXIT
+    if outcome.unmatched_exit:
+        return EV_EXIT_UNMATCHED
+    return EV_NONE
+
+
+def _annul_problem(rec: RequestRecord | None, fp: bytes, now_ms: int) -> tuple[bool, str] | None:
+    # The same answer whether the id is unknown at this gate or names another credential's entry:
+    # an annul reveals nothing about other scans.
+    if rec is None or rec.fingerprint != fp:
+        return False, "no entry with this request_id and credential at this gate in 15 minutes"
+    if rec.event != EV_ENTRY:
+        return False, "that request did not admit an entry"
+    if rec.annulled:
+        return True, "already annulled"
+    if now_ms - rec.decision.decided_at_ms > REQUEST_TTL_MS:
+        return False, "too late: entries can be annulled for 15 minutes"
+    return None
+
+
 class _Batch:
     __slots__ = ("events", "locals", "now_ms", "requests", "running", "usage", "writes")
 
@@ -369,7 +420,7 @@ class _Batch:
         self.now_ms = now_ms
         self.writes = BatchWrites()
         self.usage: dict[bytes, Usage] = {}
-        self.requests: dict[str, list[Any]] = {}
+        self.requests: dict[bytes, RequestRecord] = {}
         self.events: list[tuple[str, int, int, int, int]] = []
         self.running = Running(book)
         self.locals: dict[str, LocalTime] = {}
@@ -383,4 +434,13 @@ class _Batch:
         return lt
 
 
-__all__ = ["EV_ANNUL", "EV_ENTRY", "EV_EXIT", "EV_NONE", "Direction", "VenueShard", "shard_of"]
+__all__ = [
+    "EV_ANNUL",
+    "EV_ENTRY",
+    "EV_EXIT",
+    "EV_EXIT_UNMATCHED",
+    "EV_NONE",
+    "Direction",
+    "VenueShard",
+    "shard_of",
+]

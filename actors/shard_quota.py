@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.shard_store import BatchWrites, reservation_key
+from actors.shard_store import BatchWrites
 from actors.shard_venues import EV_CANCEL, EV_RESERVE, RESERVED
 from core.clock import LocalTime, local_time
+from core.keys import reservation_key
+from core.limits import echo
 from core.models import PassStatus
 from core.quota import quota_problems
 
@@ -53,12 +55,12 @@ class QuotaOps:
 
     def _reserve_problem(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> str | None:
         if self.book.venue(venue_id) is None:
-            return f"unknown venue {venue_id!r}"
+            return f"unknown venue {echo(venue_id)}"
         if self.book.find_slot(venue_id, slot_id) is None:
-            return f"venue has no slot {slot_id!r}"
+            return f"venue has no slot {echo(slot_id)}"
         rec = self.catalog.get(pass_id)
         if rec is None:
-            return f"unknown pass {pass_id!r}"
+            return f"unknown pass {echo(pass_id)}"
         if rec.status != PassStatus.ACTIVE:
             return "pass is not active"
         if day < self._local(venue_id).day:
@@ -100,14 +102,14 @@ class QuotaOps:
     ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
         venue = self.book.base.get(venue_id)
         if venue is None:
-            return [("venue_id", f"unknown venue {venue_id!r}")], None
+            return [("venue_id", f"unknown venue {echo(venue_id)}")], None
         problems = quota_problems(venue, daily, instant, slot_caps, alerts, allow_overbooking)
         if problems:
             return problems, None
         writes = BatchWrites()
         changes: dict[str, Any] = {"daily": daily, "instant": instant, "slots": slot_caps}
         if alerts is not None:
-            changes["alerts"] = list(alerts)
+            changes["alerts"] = tuple(alerts)
         self.book.stage_state(venue_id, writes, **changes)
         self.store.commit(writes)
         self.book.apply_committed(writes)

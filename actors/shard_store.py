@@ -1,7 +1,8 @@
 """A shard's LMDB environment: usage, request records, decision log, venue state, reservations.
 
 Every batch is written with one write transaction (group commit) and the shard acknowledges only
-after `commit` returns. On start the shard rebuilds its memory from here.
+after `commit` returns. On start the shard rebuilds its memory from here. Values are tagged
+`core.records` types; keys come from `core.keys` (length-prefixed, never separator-joined).
 """
 
 from __future__ import annotations
@@ -13,37 +14,40 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgspec
 
-from actors.codec import packb, unpackb
-from actors.errors import StorageError
+from actors.errors import StorageError, StorageFull
+from core.keys import split_reservation_key, split_usage_key
+from core.records import (
+    CountersSnapshot,
+    LogRecord,
+    RequestRecord,
+    Usage,
+    VenueState,
+    decoder,
+    encode,
+)
 
 SHARD_MAP_SIZE = 32 << 30  # sparse
 _SEQ = struct.Struct(">Q")
 _COUNTERS_KEY = b"counters"
-
-
-def usage_key(venue_id: str, pass_id: str) -> bytes:
-    return f"{venue_id}\x00{pass_id}".encode()
-
-
-def split_usage_key(key: bytes) -> tuple[str, str]:
-    venue_id, pass_id = bytes(key).decode().split("\x00", 1)
-    return venue_id, pass_id
-
-
-def reservation_key(venue_id: str, day: int, slot_id: str, pass_id: str) -> bytes:
-    return f"{venue_id}\x00{day}\x00{slot_id}\x00{pass_id}".encode()
+_USAGE = decoder(Usage)
+_REQUEST = decoder(RequestRecord)
+_LOG = decoder(LogRecord)
+_VENUE = decoder(VenueState)
+_COUNTERS = decoder(CountersSnapshot)
+_INT = decoder(int)
 
 
 @dataclass
 class BatchWrites:
     """Everything one batch changes, written in one transaction."""
 
-    usage: dict[bytes, list[Any]] = field(default_factory=dict)
-    requests: dict[str, list[Any]] = field(default_factory=dict)
-    expired_requests: list[str] = field(default_factory=list)
-    log: list[list[Any]] = field(default_factory=list)
-    venues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[bytes, Usage] = field(default_factory=dict)
+    requests: dict[bytes, RequestRecord] = field(default_factory=dict)
+    expired_requests: list[bytes] = field(default_factory=list)
+    log: list[LogRecord] = field(default_factory=list)
+    venues: dict[str, VenueState] = field(default_factory=dict)
     reservations_put: dict[bytes, int] = field(default_factory=dict)
     reservations_del: list[bytes] = field(default_factory=list)
     counters: bytes | None = None
@@ -61,6 +65,13 @@ class BatchWrites:
         )
 
 
+def storage_error(what: str, exc: lmdb.Error) -> StorageError:
+    """LMDB's error as passgate's: a full map or disk is told apart (it heals when space frees)."""
+    if isinstance(exc, lmdb.MapFullError | lmdb.DiskError) or "No space" in str(exc):
+        return StorageFull(f"{what}: storage full")
+    return StorageError(f"{what}: {type(exc).__name__}")
+
+
 class ShardStore:
     def __init__(self, path: Path, *, sync: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -69,7 +80,7 @@ class ShardStore:
                 str(path), map_size=SHARD_MAP_SIZE, max_dbs=8, sync=sync, metasync=sync
             )
         except lmdb.Error as exc:
-            raise StorageError(f"cannot open shard store at {path}: {exc}") from exc
+            raise storage_error(f"cannot open shard store at {path}", exc) from exc
         self._usage = self._env.open_db(b"usage")
         self._req = self._env.open_db(b"req")
         self._log = self._env.open_db(b"log")
@@ -81,90 +92,93 @@ class ShardStore:
     def _last_seq(self) -> int:
         with self._env.begin(db=self._log) as txn:
             cur = txn.cursor()
-            return _SEQ.unpack(cur.key())[0] if cur.last() else 0
+            return int(_SEQ.unpack(cur.key())[0]) if cur.last() else 0
 
     def commit(self, w: BatchWrites) -> int:
         """Writes the batch durably; returns the log sequence of its last record."""
         seq = self.next_seq
         try:
             with self._env.begin(write=True) as txn:
-                for key, row in w.usage.items():
-                    txn.put(key, packb(row), db=self._usage)
-                for rid, rec in w.requests.items():
-                    txn.put(rid.encode(), packb(rec), db=self._req)
-                for rid in w.expired_requests:
-                    txn.delete(rid.encode(), db=self._req)
-                for rec in w.log:
-                    txn.put(_SEQ.pack(seq), packb(rec), db=self._log, append=True)
+                put = txn.put
+                for key, usage in w.usage.items():
+                    put(key, encode(usage), db=self._usage)
+                for key, rec in w.requests.items():
+                    put(key, encode(rec), db=self._req)
+                for key in w.expired_requests:
+                    txn.delete(key, db=self._req)
+                for log in w.log:
+                    put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
                     seq += 1
                 for venue_id, state in w.venues.items():
-                    txn.put(venue_id.encode(), packb(state), db=self._venue)
+                    put(venue_id.encode(), encode(state), db=self._venue)
                 for key, status in w.reservations_put.items():
-                    txn.put(key, packb(status), db=self._resv)
+                    put(key, encode(status), db=self._resv)
                 for key in w.reservations_del:
                     txn.delete(key, db=self._resv)
                 if w.counters is not None:
                     # The snapshot precedes this batch's log: tag it with the last seq before.
-                    txn.put(_COUNTERS_KEY, packb([self.next_seq - 1, w.counters]), db=self._meta)
+                    snap = CountersSnapshot(self.next_seq - 1, w.counters)
+                    put(_COUNTERS_KEY, encode(snap), db=self._meta)
         except lmdb.Error as exc:
-            raise StorageError(f"shard commit failed: {exc}") from exc
+            raise storage_error("shard commit failed", exc) from exc
         self.next_seq = seq
         return seq - 1
 
-    def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, list[Any]]]:
-        """(venue_id, usage row) of one pass: a key scan that decodes only the matches."""
-        suffix = b"\x00" + pass_id.encode()
+    def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, Usage]]:
+        """(venue_id, usage) of one pass: a key scan that decodes only the matches."""
         with self._env.begin(db=self._usage) as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
-                raw = txn.get(key) if key.endswith(suffix) else None
+                venue_id, owner = split_usage_key(key)
+                raw = txn.get(key) if owner == pass_id else None
                 if raw is not None:
-                    yield key[: -len(suffix)].decode(), unpackb(raw)
+                    yield venue_id, _USAGE.decode(raw)
 
-    def get_usage(self, key: bytes) -> list[Any] | None:
+    def get_usage(self, key: bytes) -> Usage | None:
         with self._env.begin(db=self._usage, buffers=True) as txn:
             raw = txn.get(key)
-            return None if raw is None else unpackb(raw)
+            return None if raw is None else _USAGE.decode(raw)
 
-    def iter_requests(self) -> Iterator[tuple[str, list[Any]]]:
+    def iter_requests(self) -> Iterator[tuple[bytes, RequestRecord]]:
         with self._env.begin(db=self._req, buffers=True) as txn:
             for key, raw in txn.cursor():
-                yield bytes(key).decode(), unpackb(raw)
+                yield bytes(key), _REQUEST.decode(raw)
 
-    def iter_venues(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def iter_venues(self) -> Iterator[tuple[str, VenueState]]:
         with self._env.begin(db=self._venue, buffers=True) as txn:
             for key, raw in txn.cursor():
-                yield bytes(key).decode(), unpackb(raw)
+                yield bytes(key).decode(), _VENUE.decode(raw)
 
-    def iter_reservations(self) -> Iterator[tuple[str, int, str, str, int]]:
+    def iter_reservations(self) -> Iterator[tuple[bytes, int]]:
         with self._env.begin(db=self._resv, buffers=True) as txn:
-            for key, raw in txn.cursor():
-                venue_id, day, slot_id, pass_id = bytes(key).decode().split("\x00")
-                yield venue_id, int(day), slot_id, pass_id, unpackb(raw)
+            for raw_key, raw in txn.cursor():
+                key = bytes(raw_key)
+                split_reservation_key(key)  # a key of another layout fails loudly here
+                yield key, _INT.decode(raw)
 
-    def counters_snapshot(self) -> tuple[int, bytes] | None:
+    def counters_snapshot(self) -> CountersSnapshot | None:
         with self._env.begin(db=self._meta) as txn:
             raw = txn.get(_COUNTERS_KEY)
-            if raw is None:
-                return None
-            seq, blob = unpackb(raw)
-            return int(seq), bytes(blob)
+            return None if raw is None else _COUNTERS.decode(raw)
 
-    def iter_log(self, after_seq: int = 0) -> Iterator[tuple[int, list[Any]]]:
+    def iter_log(self, after_seq: int = 0) -> Iterator[tuple[int, LogRecord]]:
         with self._env.begin(db=self._log, buffers=True) as txn:
             cur = txn.cursor()
             if not cur.set_range(_SEQ.pack(after_seq + 1)):
                 return
             for key, raw in cur:
-                yield _SEQ.unpack(key)[0], unpackb(raw)
+                yield int(_SEQ.unpack(key)[0]), _LOG.decode(raw)
 
     def get_meta(self, key: str) -> Any:
         with self._env.begin(db=self._meta) as txn:
             raw = txn.get(key.encode())
-            return None if raw is None else unpackb(raw)
+            return None if raw is None else msgspec.msgpack.decode(raw)
 
     def put_meta(self, key: str, value: Any) -> None:
-        with self._env.begin(write=True, db=self._meta) as txn:
-            txn.put(key.encode(), packb(value))
+        try:
+            with self._env.begin(write=True, db=self._meta) as txn:
+                txn.put(key.encode(), encode(value))
+        except lmdb.Error as exc:
+            raise storage_error("shard meta write failed", exc) from exc
 
     def close(self) -> None:
         self._env.close()

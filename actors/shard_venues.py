@@ -9,11 +9,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from actors.shard_store import BatchWrites, ShardStore, reservation_key
+import msgspec
+
+from actors.shard_store import BatchWrites, ShardStore
 from core.capacity import alert_level
 from core.clock import LocalTime
 from core.counters import CapacityCounters
+from core.keys import reservation_key, split_reservation_key
 from core.models import AlertThresholds, CapacityView, PassRecord, Slot, Venue
+from core.records import VenueState
 from core.slots import current_slot_ids, next_free_slot, slot_label
 
 RESERVED, CONSUMED = 0, 1
@@ -54,7 +58,7 @@ class VenueBook:
         self.base = {v.venue_id: v for v in venues}
         self.effective: dict[str, Venue] = dict(self.base)
         self.index = {vid: i for i, vid in enumerate(sorted(self.base))}
-        self.state: dict[str, dict[str, Any]] = {}
+        self.state: dict[str, VenueState] = {}
         self.reservations: dict[tuple[str, int, str], dict[str, int]] = {}
         self.counters = counters
         self._sync_counters()
@@ -73,7 +77,12 @@ class VenueBook:
         return self.effective.get(venue_id)
 
     def paused(self, venue_id: str) -> bool:
-        return bool(self.state.get(venue_id, {}).get("paused", False))
+        state = self.state.get(venue_id)
+        return state is not None and state.paused
+
+    def unmatched_exits(self, venue_id: str, day: int) -> int:
+        state = self.state.get(venue_id)
+        return state.unmatched_exits if state is not None and state.unmatched_day == day else 0
 
     # -- live capacity --------------------------------------------------------------------------
 
@@ -97,16 +106,21 @@ class VenueBook:
         occ, today = int(c.occupancy[i]), int(c.entries_today[i])
         epm, mtf = c.rates(i, local.minute)
         slots = [
-            [s.slot_id, s.capacity, self.reserved_count(venue.venue_id, local.day, s.slot_id),
-             int(c.slot_admitted[i, k]) if k < c.slot_admitted.shape[1] else 0]
+            {
+                "slot_id": s.slot_id,
+                "capacity": s.capacity,
+                "reserved": self.reserved_count(venue.venue_id, local.day, s.slot_id),
+                "admitted": int(c.slot_admitted[i, k]) if k < c.slot_admitted.shape[1] else 0,
+            }
             for k, s in enumerate(venue.slots)
-        ]  # fmt: skip
+        ]
         return {
             "venue_id": venue.venue_id,
             "city": venue.city,
             "occupancy": occ,
             "entries_today": today,
             "exits_today": int(c.exits_today[i]),
+            "unmatched_exits_today": self.unmatched_exits(venue.venue_id, local.day),
             "daily_capacity": venue.daily_capacity,
             "instant_capacity": venue.instant_capacity,
             "alert_level": int(
@@ -207,24 +221,27 @@ class VenueBook:
     # -- quotas ---------------------------------------------------------------------------------
 
     def stage_state(self, venue_id: str, writes: BatchWrites, **changes: Any) -> None:
-        state = dict(self.state.get(venue_id, {}))
-        state.update(changes)
-        writes.venues[venue_id] = state
+        state = writes.venues.get(venue_id) or self.state.get(venue_id) or VenueState()
+        writes.venues[venue_id] = msgspec.structs.replace(state, **changes)
 
-    def _effective(self, venue_id: str, state: dict[str, Any]) -> Venue:
+    def stage_unmatched_exit(self, venue_id: str, day: int, writes: BatchWrites) -> None:
+        state = writes.venues.get(venue_id) or self.state.get(venue_id) or VenueState()
+        count = state.unmatched_exits if state.unmatched_day == day else 0
+        self.stage_state(venue_id, writes, unmatched_day=day, unmatched_exits=count + 1)
+
+    def _effective(self, venue_id: str, state: VenueState) -> Venue:
         base = self.base[venue_id]
-        slot_caps = state.get("slots") or {}
+        slot_caps = state.slots
         slots = tuple(
             dataclasses.replace(s, capacity=int(slot_caps.get(s.slot_id, s.capacity)))
             for s in base.slots
         )
-        alerts = state.get("alerts")
         return dataclasses.replace(
             base,
-            instant_capacity=int(state.get("instant", base.instant_capacity)),
-            daily_capacity=int(state.get("daily", base.daily_capacity)),
+            instant_capacity=base.instant_capacity if state.instant is None else state.instant,
+            daily_capacity=base.daily_capacity if state.daily is None else state.daily,
             slots=slots,
-            alerts=AlertThresholds(*alerts) if alerts else base.alerts,
+            alerts=AlertThresholds(*state.alerts) if state.alerts else base.alerts,
         )
 
     # -- commit and restore ---------------------------------------------------------------------
@@ -236,11 +253,11 @@ class VenueBook:
         if writes.venues:
             self._sync_counters()
         for key, status in writes.reservations_put.items():
-            venue_id, day, slot_id, pass_id = key.decode().split("\x00")
-            self.reservations.setdefault((venue_id, int(day), slot_id), {})[pass_id] = status
+            venue_id, day, slot_id, pass_id = split_reservation_key(key)
+            self.reservations.setdefault((venue_id, day, slot_id), {})[pass_id] = status
         for key in writes.reservations_del:
-            venue_id, day, slot_id, pass_id = key.decode().split("\x00")
-            holders = self.reservations.get((venue_id, int(day), slot_id))
+            venue_id, day, slot_id, pass_id = split_reservation_key(key)
+            holders = self.reservations.get((venue_id, day, slot_id))
             if holders is not None:
                 holders.pop(pass_id, None)
 
@@ -249,6 +266,6 @@ class VenueBook:
         for venue_id, state in store.iter_venues():
             if venue_id in self.base:
                 writes.venues[venue_id] = state
-        for venue_id, day, slot_id, pass_id, status in store.iter_reservations():
-            writes.reservations_put[reservation_key(venue_id, day, slot_id, pass_id)] = status
+        for key, status in store.iter_reservations():
+            writes.reservations_put[key] = status
         self.apply_committed(writes)

@@ -12,20 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
-from actors.codec import packb
+from actors.codec import encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.shard import VenueShard, shard_of
 from actors.shard_store import BatchWrites, ShardStore
 from core.clock import local_time
 from core.counters import CapacityCounters, warm
-from core.models import CapacityView, CredentialKind, Direction, Request, Usage
+from core.keys import request_key, usage_key
+from core.models import CapacityView, CredentialKind, Direction, Reason, Request, Usage
 from core.population import generate_passes
+from core.records import Decision, LogRecord, RequestRecord
 from core.rules import decide
 
 
@@ -68,7 +69,7 @@ class Fixture:
         writer.close()
         self.venues = sorted(self.province.venues)
 
-    def requests(self, n: int, venues: list[str]) -> list[list[Any]]:
+    def requests(self, n: int, venues: list[str]) -> list[Request]:
         """Entries of distinct-ish passes at venues their product covers (mostly admits)."""
         rows = []
         allowed = set(venues)
@@ -78,7 +79,7 @@ class Fixture:
             venue = self.province.venues[covered[i % len(covered)] if covered else venues[0]]
             gate = sorted(venue.gates)[0]
             kind, value = p.credentials[0]
-            rows.append([f"b{i}", venue.venue_id, gate, int(kind), value, 1, 0, False])
+            rows.append(Request(f"b{i}", venue.venue_id, gate, kind, value))
         return rows
 
     def close(self) -> None:
@@ -131,12 +132,15 @@ def bench_commit(fx: Fixture, size: int) -> Row:
         for b in range(batches):
             w = BatchWrites()
             for i in range(size):
-                key = f"v\x00P{b}-{i}".encode()
-                w.usage[key] = [1, 1, 1, 1, True, 0, 0, 0]
-                w.requests[f"r{b}-{i}"] = [
-                    ["r", True, 1, "ok", "P", -1, 1, False, 0, 0, False, False]
-                ]
-                w.log.append([0, f"r{b}-{i}", "v", "g", "P", 1, True, 1, 1, 0, 0, -1, 0, False])
+                pass_id = f"P{b}-{i}"
+                w.usage[usage_key("v", pass_id)] = Usage(1, 1, 1, 1, True)
+                decision = Decision(f"r{b}-{i}", True, Reason.OK, "ok", pass_id)
+                w.requests[request_key("v", "g", f"r{b}-{i}")] = RequestRecord(
+                    decision, "v", "g", b"fingerprint!", 1, pass_id, 1, 1, -1, 1, False, 0
+                )
+                w.log.append(
+                    LogRecord(0, f"r{b}-{i}", "v", "g", pass_id, 1, True, 1, 1, 0, 0, -1, 0, False)
+                )
             store.commit(w)
         return batches * size
 
@@ -165,7 +169,7 @@ def bench_shard(fx: Fixture, batch: int = 256) -> Row:
     shard = VenueShard(0, 1, fx.province, str(fx.data), lambda: fx.now_ms)
     mine = [v for v in fx.venues if shard_of(v, 1) == 0]
     rows = fx.requests(batch * 200, mine)
-    payloads = [packb(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+    payloads = [encode_batch(rows[i : i + batch]) for i in range(0, len(rows), batch)]
 
     def run() -> int:
         for p in payloads:

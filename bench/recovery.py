@@ -19,7 +19,9 @@ from pathlib import Path
 from actors.catalog import CatalogWriter, catalog_path
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.shard import VenueShard, shard_dir, shard_of
-from actors.shard_store import BatchWrites, ShardStore, usage_key
+from actors.shard_store import BatchWrites, ShardStore
+from core.keys import usage_key
+from core.records import LogRecord, Usage
 
 CHUNK = 50_000
 
@@ -32,8 +34,10 @@ def fill(data: Path, venues: list[str], records: int) -> None:
         w = BatchWrites()
         for i in range(start, min(records, start + CHUNK)):
             venue = venues[i % len(venues)]
-            w.usage[usage_key(venue, f"P{i:010d}")] = [1, 740000, 1, 1, True, 0, 0, 0]
-            w.log.append([0, f"r{i}", venue, "g", f"P{i:010d}", 1, True, 1, 0, 0, 0, -1, 0, False])
+            w.usage[usage_key(venue, f"P{i:010d}")] = Usage(1, 740000, 1, 1, True)
+            w.log.append(
+                LogRecord(0, f"r{i}", venue, "g", f"P{i:010d}", 1, True, 1, 0, 0, 0, -1, 0, False)
+            )
         store.commit(w)
     store.close()
 

@@ -8,91 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import tzinfo
-from enum import IntEnum
 
-
-class Reason(IntEnum):
-    """Mirrors `passgate.v1.Reason` number for number."""
-
-    UNSPECIFIED = 0
-    OK = 1
-    UNKNOWN_CREDENTIAL = 2
-    INVALID_CODE = 3
-    CODE_EXPIRED = 4
-    REPLAYED_CODE = 5
-    REVOKED = 6
-    BLOCKED = 7
-    NOT_YET_VALID = 8
-    EXPIRED = 9
-    VENUE_NOT_COVERED = 10
-    ENTRY_LIMIT_REACHED = 11
-    DAILY_LIMIT_REACHED = 12
-    ANTI_PASSBACK = 13
-    RESERVATION_REQUIRED = 14
-    OUTSIDE_TIME_WINDOW = 15
-    VENUE_CLOSED = 16
-    VENUE_FULL = 17
-    VENUE_PAUSED = 18
-    CREDIT_DENIED = 19
-    UNKNOWN_VENUE = 20
-    NOT_AUTHORIZED = 21
-
-
-class AlertLevel(IntEnum):
-    """Mirrors `passgate.v1.AlertLevel`."""
-
-    UNSPECIFIED = 0
-    GREEN = 1
-    YELLOW = 2
-    ORANGE = 3
-    RED = 4
-    FULL = 5
-
-
-class CredentialKind(IntEnum):
-    """Mirrors `passgate.v1.CredentialKind`."""
-
-    UNSPECIFIED = 0
-    CARD = 1
-    QR = 2
-    ID = 3
-
-
-class Direction(IntEnum):
-    """Mirrors `passgate.v1.Direction`; UNSPECIFIED is treated as ENTRY."""
-
-    UNSPECIFIED = 0
-    ENTRY = 1
-    EXIT = 2
-
-
-class PassStatus(IntEnum):
-    """Mirrors `passgate.v1.PassStatus`."""
-
-    UNSPECIFIED = 0
-    ACTIVE = 1
-    REVOKED = 2
-    BLOCKED = 3
-
-
-class CreditTier(IntEnum):
-    """Mirrors `passgate.v1.CreditTier`."""
-
-    UNSPECIFIED = 0
-    GOOD = 1
-    NORMAL = 2
-    POOR = 3
-
-
-class PassbackMode(IntEnum):
-    """Anti-passback policy of a venue."""
-
-    NONE = 0
-    SOFT = 1
-    HARD = 2
-
-
-UNLIMITED = -1
+from core.enums import (
+    UNLIMITED,
+    AlertLevel,
+    CredentialKind,
+    CreditTier,
+    Direction,
+    PassbackMode,
+    PassStatus,
+    Reason,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,58 +119,6 @@ class Province:
 
 
 @dataclass(frozen=True, slots=True)
-class PassRecord:
-    pass_id: str
-    product_id: str
-    credentials: tuple[tuple[CredentialKind, str], ...]
-    valid_from: int
-    valid_until: int
-    status: PassStatus = PassStatus.ACTIVE
-    credit_tier: CreditTier = CreditTier.NORMAL
-    groups: frozenset[str] = frozenset()
-    outstanding_debt_fen: int = 0
-
-
-@dataclass(slots=True)
-class Usage:
-    """One pass at one venue, owned by the venue's shard."""
-
-    entries: int = 0
-    # Local date ordinal that entries_today belongs to.
-    day: int = 0
-    entries_today: int = 0
-    last_entry_ms: int = 0
-    inside: bool = False
-    free_visits: int = 0
-    charges_fen: int = 0
-    exits: int = 0
-
-    def copy(self) -> Usage:
-        return Usage(
-            self.entries,
-            self.day,
-            self.entries_today,
-            self.last_entry_ms,
-            self.inside,
-            self.free_visits,
-            self.charges_fen,
-            self.exits,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    request_id: str
-    venue_id: str
-    gate_id: str
-    kind: CredentialKind
-    value: str
-    direction: Direction = Direction.ENTRY
-    scanned_at_ms: int = 0
-    dry_run: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class CapacityView:
     """What the venue's live counters say at decision time (filled by the shard)."""
 
@@ -259,23 +133,6 @@ class CapacityView:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    request_id: str
-    allowed: bool
-    reason: Reason
-    message: str
-    pass_id: str = ""
-    remaining_entries: int = UNLIMITED
-    venue_alert: AlertLevel = AlertLevel.GREEN
-    pay_later: bool = False
-    decided_at_ms: int = 0
-    charge_fen: int = 0
-    # Soft anti-passback: allowed, but logged and counted.
-    soft_passback: bool = False
-    free_visit: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """decide()'s answer: the decision and, when it changes anything, the new usage."""
 
@@ -284,3 +141,35 @@ class Outcome:
     # For capacity counters: +1 entry, +1 exit, or neither.
     entered: bool = False
     exited: bool = False
+    # An exit that no known entry justifies (unknown, revoked or not inside): counted apart and
+    # never subtracted from occupancy, so exit scans cannot make room for more entries.
+    unmatched_exit: bool = False
+
+
+# Records that cross processes or land in LMDB are defined in core.records (msgspec).
+from core.records import Decision, PassRecord, Request, Usage  # noqa: E402
+
+__all__ = [
+    "UNLIMITED",
+    "AlertLevel",
+    "AlertThresholds",
+    "AntiPassback",
+    "CapacityView",
+    "CredentialKind",
+    "CreditPolicy",
+    "CreditTier",
+    "Decision",
+    "Direction",
+    "Outcome",
+    "PassRecord",
+    "PassStatus",
+    "PassbackMode",
+    "Product",
+    "Province",
+    "Reason",
+    "Request",
+    "Slot",
+    "Usage",
+    "Venue",
+    "VenueRule",
+]

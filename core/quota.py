@@ -6,6 +6,7 @@ the field; an empty list means the quota is acceptable.
 
 from __future__ import annotations
 
+from core.limits import echo
 from core.models import Venue
 
 
@@ -27,9 +28,9 @@ def quota_problems(
     known = {s.slot_id for s in venue.slots}
     for slot_id, cap in slot_caps.items():
         if slot_id not in known:
-            problems.append(("slot_capacities", f"unknown slot {slot_id!r}"))
+            problems.append(("slot_capacities", f"unknown slot {echo(slot_id)}"))
         elif cap < 0:
-            problems.append(("slot_capacities", f"slot {slot_id!r}: negative capacity {cap}"))
+            problems.append(("slot_capacities", f"slot {echo(slot_id)}: negative capacity {cap}"))
     total = sum(slot_caps.get(s.slot_id, s.capacity) for s in venue.slots)
     if venue.slots and total > daily > 0 and not allow_slot_overbooking:
         problems.append(

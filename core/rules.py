@@ -8,7 +8,7 @@ code and a short message saying what would have worked; it is never an exception
 Entry checks run in a fixed order and the first failure wins: venue, gate, credential, pass
 status, validity dates, product coverage, opening hours, pause, capacity, reservation, peak-day
 windows, anti-passback, entry limits, credit. An exit is never refused once venue and gate are
-known: nobody is trapped inside.
+known: nobody is trapped inside. It lowers occupancy only when a known entry justifies it.
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def decide(
         return _refuse(request, pass_, Reason.UNKNOWN_VENUE, now_ms, AlertLevel.UNSPECIFIED)
     if request.gate_id not in venue.gates:
         return _refuse(request, pass_, Reason.NOT_AUTHORIZED, now_ms, capacity.alert)
-    if request.direction == _EXIT:
-        return _exit(pass_, usage, venue, request, now_ms, province, capacity.alert)
     if local is None:
         local = local_time(venue.tz, now_ms)
+    if request.direction == _EXIT:
+        return _exit(pass_, usage, venue, request, now_ms, province, capacity.alert, local)
     return _entry(pass_, usage, venue, request, now_ms, province, capacity, local)
 
 
@@ -251,14 +251,15 @@ def _exit(
     now_ms: int,
     province: Province,
     alert: AlertLevel,
+    local: LocalTime,
 ) -> Outcome:
-    """Always lets the holder out; an exit without a known entry is allowed and counted."""
-    known = pass_ is not None
+    """Always lets the holder out. Only an exit that a known entry justifies lowers occupancy."""
+    matched = pass_ is not None and pass_.status != _REVOKED and _inside(venue, usage, local)
     decision = Decision(
         request_id=request.request_id,
         allowed=True,
         reason=Reason.OK,
-        message=_GOODBYE if known and usage.inside else _EXIT_RECORDED,
+        message=_GOODBYE if matched else _EXIT_RECORDED,
         pass_id=pass_.pass_id if pass_ is not None else "",
         remaining_entries=_remaining_at(province, pass_, venue, usage),
         venue_alert=alert,
@@ -266,12 +267,18 @@ def _exit(
     )
     if request.dry_run:
         return Outcome(decision)
-    if not known:
-        return Outcome(decision, exited=True)
+    if not matched:
+        return Outcome(decision, unmatched_exit=True)
     new = usage.copy()
     new.inside = False
     new.exits += 1
     return Outcome(decision, new, exited=True)
+
+
+def _inside(venue: Venue, usage: Usage, local: LocalTime) -> bool:
+    """The pass's last entry still counts in occupancy: it is inside, and either the venue keeps
+    occupancy over midnight or the entry was today (a reset at midnight already dropped it)."""
+    return usage.inside and (venue.carry_occupancy or usage.day == local.day)
 
 
 # -- helpers --------------------------------------------------------------------------------------

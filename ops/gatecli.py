@@ -84,7 +84,8 @@ def show_status(s: quota_pb2.VenueStatus) -> str:
         f"{s.venue_id}: {common_pb2.AlertLevel.Name(s.alert)[12:]}"
         + ("  PAUSED" if s.paused else ""),
         f"  inside {s.occupancy}/{s.instant_capacity}  today {s.entries_today}/{s.daily_capacity}"
-        f"  exits {s.exits_today}",
+        f"  exits {s.exits_today}"
+        + (f" (+{s.unmatched_exits_today} unmatched)" if s.unmatched_exits_today else ""),
         f"  {s.entries_per_minute:.1f} entries/min, full in {mtf}",
     ]
     for slot in s.slots:
@@ -104,16 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--request-id", default=None, help="reuse to retry idempotently")
     g = sub.add_parser("pass", help="look up a pass and its usage")
     g.add_argument("--pass-id", default=None)
-    for cmd in (v, g):
+    a = sub.add_parser("annul", help="undo an entry whose turnstile did not turn")
+    a.add_argument("request_id")
+    a.add_argument("--venue", required=True)
+    a.add_argument("--gate", required=True)
+    for cmd in (v, g, a):
         for name in _KINDS:
             cmd.add_argument(f"--{name}", default=None, help=f"{name.upper()} credential value")
     r = sub.add_parser("revoke", help="revoke a pass (reported lost)")
     r.add_argument("pass_id")
     r.add_argument("--reason", default="reported lost")
-    a = sub.add_parser("annul", help="undo an entry whose turnstile did not turn")
-    a.add_argument("request_id")
-    a.add_argument("--venue", required=True)
-    a.add_argument("--gate", required=True)
     s = sub.add_parser("status", help="a venue's live capacity")
     s.add_argument("venue")
     return p
@@ -140,7 +141,10 @@ def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
         return "revoked\n" + show_pass(passes.RevokePass(revoke, timeout=5))
     if args.cmd == "annul":
         ann = gate_pb2.AnnulRequest(
-            request_id=args.request_id, venue_id=args.venue, gate_id=args.gate
+            request_id=args.request_id,
+            venue_id=args.venue,
+            gate_id=args.gate,
+            credential=_credential(args),
         )
         resp = gate.Annul(ann, timeout=5)
         return f"{'annulled' if resp.annulled else 'not annulled'}: {resp.reason}"

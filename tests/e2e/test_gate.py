@@ -152,10 +152,17 @@ def test_annul_undoes_the_entry(
     r = req("t-hard", card("ANNUAL", 5))
     assert validate(gate, r).allowed
     other = gate.Annul(
-        gate_pb2.AnnulRequest(request_id=r.request_id, venue_id="t-hard", gate_id="t-hard-g02")
+        gate_pb2.AnnulRequest(
+            request_id=r.request_id,
+            venue_id="t-hard",
+            gate_id="t-hard-g02",
+            credential=r.credential,
+        )
     )
     assert not other.annulled
-    ann = gate_pb2.AnnulRequest(request_id=r.request_id, venue_id="t-hard", gate_id=r.gate_id)
+    ann = gate_pb2.AnnulRequest(
+        request_id=r.request_id, venue_id="t-hard", gate_id=r.gate_id, credential=r.credential
+    )
     assert gate.Annul(ann, timeout=10).annulled
     view = passes.GetPass(passes_pb2.PassRef(pass_id="ANNUAL-5"), timeout=10)
     assert [(u.venue_id, u.entries, u.inside) for u in view.usage] == [("t-hard", 0, False)]

@@ -1,16 +1,24 @@
-"""ShardBatcher: flush by size or timer, bounded queue, late items dropped, errors per batch."""
+"""ShardBatcher: flush by size or timer, bounded queue, overload refused at admission (never
+after sending), errors per batch."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import pytest
 
 from actors.batcher import ShardBatcher
-from actors.codec import packb, unpackb
+from actors.codec import decode_requests_each, encode_batch
 from actors.errors import Overloaded, ShardUnavailable
+from core.models import Reason
+from core.records import Decision, Request
+
+
+def _req(rid: str) -> Request:
+    return Request(rid, "v", "g", 1, "card")  # type: ignore[arg-type]
 
 
 class FakeShard:
@@ -22,12 +30,12 @@ class FakeShard:
         self.fail = fail
 
     async def __call__(self, payload: bytes) -> bytes:
-        rows = unpackb(payload)
-        self.sizes.append(len(rows))
+        reqs = decode_requests_each(payload)
+        self.sizes.append(len(reqs))
         await asyncio.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("worker died")
-        return packb([[row[0], True] for row in rows])
+        return encode_batch([Decision(r.request_id, True, Reason.OK, "ok") for r in reqs])  # type: ignore[union-attr]
 
 
 def _far() -> float:
@@ -43,11 +51,11 @@ def test_concurrent_requests_share_few_calls() -> None:
 
     async def go() -> list[Any]:
         b = ShardBatcher(0, shard, max_batch=64, max_delay_us=500)
-        futs = [b.submit([f"r{i}"], _far()) for i in range(1000)]
+        futs = [b.submit(_req(f"r{i}"), _far()) for i in range(1000)]
         return await asyncio.gather(*futs)
 
     results = _run(go())
-    assert [r[0] for r in results] == [f"r{i}" for i in range(1000)]
+    assert [r.request_id for r in results] == [f"r{i}" for i in range(1000)]
     assert sum(shard.sizes) == 1000
     assert len(shard.sizes) <= 1000 // 64 + 2
 
@@ -57,9 +65,9 @@ def test_timer_flushes_a_partial_batch() -> None:
 
     async def go() -> Any:
         b = ShardBatcher(0, shard, max_batch=256, max_delay_us=1000)
-        return await asyncio.wait_for(b.submit(["only"], _far()), 1.0)
+        return await asyncio.wait_for(b.submit(_req("only"), _far()), 1.0)
 
-    assert _run(go())[0] == "only"
+    assert _run(go()).request_id == "only"
     assert shard.sizes == [1]
 
 
@@ -68,28 +76,68 @@ def test_full_queue_is_refused() -> None:
 
     async def go() -> None:
         b = ShardBatcher(0, shard, max_batch=4, max_delay_us=100000, max_inflight=1, max_queue=3)
-        b.submit(["a"], _far())
-        b.submit(["b"], _far())
-        b.submit(["c"], _far())
+        b.submit(_req("a"), _far())
+        b.submit(_req("b"), _far())
+        b.submit(_req("c"), _far())
         with pytest.raises(Overloaded):
-            b.submit(["d"], _far())
+            b.submit(_req("d"), _far())
 
     _run(go())
 
 
-def test_item_past_its_deadline_never_reaches_the_shard() -> None:
+def test_item_past_its_deadline_is_refused_at_admission() -> None:
     shard = FakeShard()
 
     async def go() -> None:
         b = ShardBatcher(0, shard, max_batch=8, max_delay_us=1000)
-        late = b.submit(["late"], time.monotonic() - 1)
-        ok = b.submit(["ok"], _far())
-        assert (await ok)[0] == "ok"
         with pytest.raises(Overloaded):
-            await late
+            b.submit(_req("late"), time.monotonic() - 1)
+        ok = b.submit(_req("ok"), _far())
+        assert (await ok).request_id == "ok"
 
     _run(go())
     assert shard.sizes == [1]
+
+
+def test_admission_refuses_what_the_queue_ahead_would_make_late() -> None:
+    """With batches observed to take ~10 ms, the 50th item of a queue cannot meet a 30 ms
+    deadline: it is refused at once, while the first ones are admitted."""
+    shard = FakeShard(delay_s=0.0)
+
+    async def go() -> tuple[int, int]:
+        b = ShardBatcher(0, shard, max_batch=4, max_delay_us=100, max_inflight=1)
+        for _ in range(20):
+            b.model.observe(4, 0.010)
+        admitted = refused = 0
+        deadline = time.monotonic() + 0.030
+        futs = []
+        for i in range(50):
+            try:
+                futs.append(b.submit(_req(str(i)), deadline))
+                admitted += 1
+            except Overloaded:
+                refused += 1
+        for f in futs:
+            with contextlib.suppress(Overloaded):
+                await f
+        return admitted, refused
+
+    admitted, refused = _run(go())
+    assert 0 < admitted < 50 and refused == 50 - admitted
+
+
+def test_a_sent_item_is_answered_even_past_its_deadline() -> None:
+    """Once its batch left, an item's decision may be committed: it is never turned into
+    RESOURCE_EXHAUSTED, however late the shard answers."""
+    shard = FakeShard(delay_s=0.05)
+
+    async def go() -> str:
+        b = ShardBatcher(0, shard, max_batch=1, max_delay_us=0)
+        b.model.observe(1, 0.0001)
+        fut = b.submit(_req("slow"), time.monotonic() + 0.01)
+        return (await fut).request_id
+
+    assert _run(go()) == "slow"
 
 
 def test_shard_failure_fails_the_batch_items() -> None:
@@ -97,7 +145,7 @@ def test_shard_failure_fails_the_batch_items() -> None:
 
     async def go() -> None:
         b = ShardBatcher(0, shard, max_batch=2, max_delay_us=100)
-        futs = [b.submit([str(i)], _far()) for i in range(2)]
+        futs = [b.submit(_req(str(i)), _far()) for i in range(2)]
         for f in futs:
             with pytest.raises(ShardUnavailable):
                 await f
@@ -111,7 +159,7 @@ def test_inflight_is_bounded() -> None:
 
     async def go() -> None:
         b = ShardBatcher(0, shard, max_batch=10, max_delay_us=100, max_inflight=2)
-        futs = [b.submit([str(i)], _far()) for i in range(100)]
+        futs = [b.submit(_req(str(i)), _far()) for i in range(100)]
         while not all(f.done() for f in futs):
             seen.append(b.inflight)
             await asyncio.sleep(0.001)

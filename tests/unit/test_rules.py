@@ -156,9 +156,9 @@ HARD_30: dict[str, Any] = {"anti_passback": AntiPassback(PassbackMode.HARD, 30)}
 SOFT_30: dict[str, Any] = {"anti_passback": AntiPassback(PassbackMode.SOFT, 30)}
 
 
-def _inside_since(minutes_ago: int, inside: bool = True) -> Usage:
+def _inside_since(minutes_ago: int, inside: bool = True, day: int = DAY) -> Usage:
     return Usage(
-        entries=1, day=DAY, entries_today=1, last_entry_ms=NOW - minutes_ago * MIN, inside=inside
+        entries=1, day=day, entries_today=1, last_entry_ms=NOW - minutes_ago * MIN, inside=inside
     )
 
 
@@ -484,41 +484,67 @@ def test_hard_passback_second_scan_of_a_chain_is_refused() -> None:
 # -- exits --------------------------------------------------------------------------------------
 
 
+INSIDE = _inside_since(10)
+# (case, matched): only an exit that a known, unrevoked entry justifies lowers occupancy.
 EXITS_ALLOWED = [
-    pytest.param(Case(direction=Direction.EXIT, no_pass=True), id="unknown-credential"),
-    pytest.param(Case(direction=Direction.EXIT), id="known-never-entered"),
+    pytest.param(Case(direction=Direction.EXIT, no_pass=True), False, id="unknown-credential"),
+    pytest.param(Case(direction=Direction.EXIT), False, id="known-never-entered"),
+    pytest.param(Case(direction=Direction.EXIT, usage=INSIDE, venue=HARD_30), True, id="inside"),
     pytest.param(
-        Case(direction=Direction.EXIT, usage=_inside_since(10), venue=HARD_30), id="inside"
+        Case(direction=Direction.EXIT, usage=INSIDE, pass_={"status": PassStatus.REVOKED}),
+        False,
+        id="revoked",
     ),
     pytest.param(
-        Case(direction=Direction.EXIT, pass_={"status": PassStatus.REVOKED}), id="revoked"
+        Case(direction=Direction.EXIT, usage=INSIDE, pass_={"valid_until": DAY - 1}),
+        True,
+        id="expired",
     ),
-    pytest.param(Case(direction=Direction.EXIT, pass_={"valid_until": DAY - 1}), id="expired"),
-    pytest.param(Case(direction=Direction.EXIT, at=(23, 0)), id="after-closing"),
     pytest.param(
-        Case(direction=Direction.EXIT, capacity=CapacityView(paused=True, occupancy=100)),
+        Case(direction=Direction.EXIT, usage=INSIDE, at=(23, 0)), True, id="after-closing"
+    ),
+    pytest.param(
+        Case(
+            direction=Direction.EXIT,
+            usage=INSIDE,
+            capacity=CapacityView(paused=True, occupancy=100),
+        ),
+        True,
         id="paused-and-full",
     ),
-    pytest.param(Case(direction=Direction.EXIT, pass_={"product_id": "other"}), id="not-covered"),
+    pytest.param(
+        Case(direction=Direction.EXIT, usage=INSIDE, pass_={"product_id": "other"}),
+        True,
+        id="not-covered",
+    ),
+    pytest.param(
+        Case(direction=Direction.EXIT, usage=_inside_since(10, day=DAY - 1)),
+        False,
+        id="entered-yesterday-at-a-venue-that-resets-overnight",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", EXITS_ALLOWED)
-def test_exit_is_never_refused(case: Case) -> None:
+@pytest.mark.parametrize(("case", "matched"), EXITS_ALLOWED)
+def test_exit_is_never_refused(case: Case, matched: bool) -> None:
     before = case.usage.copy()
     out = case.run()
     d = out.decision
     assert (d.allowed, d.reason) == (True, Reason.OK)
-    assert out.exited and not out.entered
+    assert not out.entered
+    assert (out.exited, out.unmatched_exit) == (matched, not matched)
     assert d.decided_at_ms == case.now_ms()
     if case.no_pass:
         assert out.usage is None and d.pass_id == ""
     else:
         assert d.pass_id == "P1"
+    if matched:
         assert out.usage is not None
         assert out.usage.inside is False
         assert out.usage.exits == before.exits + 1
         assert out.usage.entries == before.entries
+    else:
+        assert out.usage is None, "an unmatched exit changes no usage"
     assert case.usage == before
 
 

@@ -11,14 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors.catalog import CatalogWriter, catalog_path
-from actors.codec import packb, unpackb
+from actors.codec import decode_decisions, encode_batch
 from actors.errors import StorageError
 from actors.shard import VenueShard
 from core.models import (
     AntiPassback,
     CredentialKind,
     PassbackMode,
-    PassRecord,
     Product,
     Province,
     Reason,
@@ -26,6 +25,7 @@ from core.models import (
     Venue,
     VenueRule,
 )
+from core.records import Decision, PassRecord, Request
 
 TZ = ZoneInfo("Asia/Shanghai")
 # 2026-10-01 10:00 in Shanghai.
@@ -95,22 +95,31 @@ def _shard(data_dir: Path, clock: Clock | None = None) -> VenueShard:
     return VenueShard(0, 1, _province(), str(data_dir), clock or Clock())
 
 
-def _req(rid: str, venue: str, card: str, exit_: bool = False, dry: bool = False) -> list[Any]:
-    return [rid, venue, f"{venue}-g1", int(CredentialKind.CARD), card, 2 if exit_ else 1, 0, dry]
+def _req(
+    rid: str, venue: str, card: str, exit_: bool = False, dry: bool = False, gate: str = "g1"
+) -> Request:
+    direction: Any = 2 if exit_ else 1
+    return Request(rid, venue, f"{venue}-{gate}", CredentialKind.CARD, card, direction, 0, dry)
 
 
-def _decide(shard: VenueShard, *rows: list[Any]) -> list[list[Any]]:
-    return unpackb(shard.decide_batch(packb(list(rows))))
+def _decide(shard: VenueShard, *reqs: Request) -> list[Decision]:
+    """Through the bytes the Ray wrapper sees, as the ingress sends them."""
+    return decode_decisions(shard.decide_batch(encode_batch(list(reqs))))
+
+
+def _annul(shard: VenueShard, rid: str, venue: str, gate: str, card: str) -> tuple[bool, str]:
+    return shard.annul(rid, venue, gate, int(CredentialKind.CARD), card)
 
 
 def test_admit_is_stored_and_survives_restart(data_dir: Path) -> None:
     shard = _shard(data_dir)
     [d] = _decide(shard, _req("r1", "lake", "C1"))
-    assert d[1] is True and d[2] == Reason.OK and d[4] == "P1"
+    assert d.allowed is True and d.reason == Reason.OK and d.pass_id == "P1"
     shard.close()
     again = _shard(data_dir)
     assert again.stored_admits() == 1
-    assert again.usage_of("P1")[0][:2] == ["lake", 1]
+    [(venue, usage)] = again.usage_of("P1")
+    assert venue == "lake" and usage.entries == 1
     [retry] = _decide(again, _req("r1", "lake", "C1"))
     assert retry == d
     assert again.stored_admits() == 1
@@ -126,46 +135,44 @@ def test_duplicate_request_in_one_batch_counts_once(data_dir: Path) -> None:
 def test_dry_run_changes_nothing(data_dir: Path) -> None:
     shard = _shard(data_dir)
     [d] = _decide(shard, _req("r1", "lake", "C1", dry=True))
-    assert d[1] is True
+    assert d.allowed is True
     assert shard.stored_admits() == 0
     assert shard.usage_of("P1") == []
     assert list(shard.store.iter_log()) == []
     [real] = _decide(shard, _req("r1", "lake", "C1"))
-    assert real[1] is True and shard.stored_admits() == 1
+    assert real.allowed is True and shard.stored_admits() == 1
 
 
 def test_denials_are_logged_too(data_dir: Path) -> None:
     shard = _shard(data_dir)
     [d] = _decide(shard, _req("r1", "lake", "NO-SUCH-CARD"))
-    assert d[1] is False and d[2] == Reason.UNKNOWN_CREDENTIAL
+    assert d.allowed is False and d.reason == Reason.UNKNOWN_CREDENTIAL
     [(_, rec)] = list(shard.store.iter_log())
-    assert rec[1] == "r1" and rec[7] == Reason.UNKNOWN_CREDENTIAL
+    assert rec.request_id == "r1" and rec.reason == Reason.UNKNOWN_CREDENTIAL
 
 
 def test_instant_capacity_is_exact_and_an_exit_frees_one_place(data_dir: Path) -> None:
     shard = _shard(data_dir)
     out = _decide(shard, *[_req(f"r{i}", "small", f"C{i}") for i in range(6)])
-    assert [d[1] for d in out] == [True, True, True, False, False, False]
-    assert {d[2] for d in out[3:]} == {Reason.VENUE_FULL}
+    assert [d.allowed for d in out] == [True, True, True, False, False, False]
+    assert {d.reason for d in out[3:]} == {Reason.VENUE_FULL}
     _decide(shard, _req("x1", "small", "C0", exit_=True))
     out = _decide(shard, _req("r10", "small", "C10"), _req("r11", "small", "C11"))
-    assert [d[1] for d in out] == [True, False]
+    assert [d.allowed for d in out] == [True, False]
     assert int(shard.counters.occupancy[shard.book.index["small"]]) == 3
 
 
 def test_annul_gives_the_place_back_once(data_dir: Path) -> None:
     shard = _shard(data_dir)
     _decide(shard, *[_req(f"r{i}", "small", f"C{i}") for i in range(3)])
-    assert shard.annul("r0", "small", "small-g2") == (
-        False,
-        "annul must come from the gate that admitted the entry",
-    )
-    assert shard.annul("r0", "small", "small-g1")[0] is True
-    assert shard.annul("r0", "small", "small-g1") == (True, "already annulled")
+    assert _annul(shard, "r0", "small", "small-g2", "C0")[0] is False  # another gate
+    assert _annul(shard, "r0", "small", "small-g1", "C1")[0] is False  # another credential
+    assert _annul(shard, "r0", "small", "small-g1", "C0")[0] is True
+    assert _annul(shard, "r0", "small", "small-g1", "C0") == (True, "already annulled")
     assert shard.stored_admits() == 2
-    assert shard.usage_of("P0")[0][1] == 0
+    assert shard.usage_of("P0")[0][1].entries == 0
     [d] = _decide(shard, _req("r9", "small", "C9"))
-    assert d[1] is True
+    assert d.allowed is True
 
 
 def test_annul_too_late_is_refused(data_dir: Path) -> None:
@@ -173,7 +180,7 @@ def test_annul_too_late_is_refused(data_dir: Path) -> None:
     shard = _shard(data_dir, clock)
     _decide(shard, _req("r1", "lake", "C1"))
     clock.ms += 16 * 60 * 1000
-    ok, _ = shard.annul("r1", "lake", "lake-g1")
+    ok, _ = _annul(shard, "r1", "lake", "lake-g1", "C1")
     assert ok is False
     assert shard.stored_admits() == 1
 
@@ -191,33 +198,33 @@ def test_failed_commit_leaves_no_trace(data_dir: Path, monkeypatch: pytest.Monke
     assert shard.usage_of("P1") == []
     assert int(shard.counters.occupancy[shard.book.index["small"]]) == 0
     [d] = _decide(shard, _req("r1", "small", "C1"))
-    assert d[1] is True and shard.stored_admits() == 1
+    assert d.allowed is True and shard.stored_admits() == 1
 
 
 def test_hard_passback_then_counters_restored_after_restart(data_dir: Path) -> None:
     shard = _shard(data_dir)
     first, second = _decide(shard, _req("r1", "hard", "C1"), _req("r2", "hard", "C1"))
-    assert first[1] is True
-    assert second[2] == Reason.ANTI_PASSBACK
+    assert first.allowed is True
+    assert second.reason == Reason.ANTI_PASSBACK
     shard.close()
     again = _shard(data_dir)
     i = again.book.index["hard"]
     assert int(again.counters.occupancy[i]) == 1
     assert int(again.counters.entries_today[i]) == 1
     [d] = _decide(again, _req("r3", "hard", "C1"))
-    assert d[2] == Reason.ANTI_PASSBACK
+    assert d.reason == Reason.ANTI_PASSBACK
 
 
 def test_reservation_required_then_reserved_entry_consumes_it(data_dir: Path) -> None:
     shard = _shard(data_dir)
     [denied] = _decide(shard, _req("r1", "museum", "C1"))
-    assert denied[2] == Reason.RESERVATION_REQUIRED
+    assert denied.reason == Reason.RESERVATION_REQUIRED
     assert shard.reserve("P1", "museum", DAY, "am")[0] is True
     [ok] = _decide(shard, _req("r2", "museum", "C1"))
-    assert ok[1] is True
+    assert ok.allowed is True
     _decide(shard, _req("x", "museum", "C1", exit_=True))
     [again] = _decide(shard, _req("r3", "museum", "C1"))
-    assert again[2] == Reason.RESERVATION_REQUIRED
+    assert again.reason == Reason.RESERVATION_REQUIRED
 
 
 def test_slot_is_never_overbooked_and_survives_restart(data_dir: Path) -> None:
@@ -241,9 +248,9 @@ def test_quota_and_pause_persist(data_dir: Path) -> None:
     shard.close()
     again = _shard(data_dir)
     out = _decide(again, *[_req(f"r{i}", "lake", f"C{i}") for i in range(3)])
-    assert [d[1] for d in out] == [True, True, False]
+    assert [d.allowed for d in out] == [True, True, False]
     [paused] = _decide(again, _req("p", "small", "C40"))
-    assert paused[2] == Reason.VENUE_PAUSED
+    assert paused.reason == Reason.VENUE_PAUSED
 
 
 def test_layout_mismatch_is_refused(data_dir: Path) -> None:
@@ -270,7 +277,7 @@ def test_first_decision_after_start_does_not_compile(
     warmed = kernel_signature_counts()
     assert all(n >= 1 for n in warmed.values()), warmed
     _decide(shard, _req("r1", "lake", "C1"), _req("x1", "small", "C2", exit_=True))
-    shard.annul("r1", "lake", "lake-g1")
+    _annul(shard, "r1", "lake", "lake-g1", "C1")
     shard.reserve("P3", "museum", DAY, "am")
     shard.venue_status("lake")
     shard.all_status()
@@ -285,3 +292,74 @@ def test_start_up_refuses_a_data_dir_of_another_shard_count(data_dir: Path) -> N
     check_layout(data_dir, 1)
     with pytest.raises(Exception, match="start with --shards 1"):
         check_layout(data_dir, 2)
+
+
+def test_a_poisoned_item_fails_alone_and_its_neighbours_commit(data_dir: Path) -> None:
+    """Even when the ingress check is bypassed, the shard checks each item before deciding it."""
+    shard = _shard(data_dir)
+    emoji = "\U0001f600" * 128  # 512 bytes: over LMDB's key limit
+    out = _decide(
+        shard,
+        _req("r1", "lake", "C1"),
+        _req(emoji, "lake", "C2"),
+        _req("r3", "lake\x00evil", "C3"),
+        _req("r4", "lake", "C4"),
+    )
+    assert [d.allowed for d in out] == [True, False, False, True]
+    assert out[1].invalid and out[1].message.startswith("request_id:") and out[1].request_id == ""
+    assert out[2].invalid and out[2].message == "venue_id: contains a control character"
+    assert shard.stored_admits() == 2
+
+
+def test_a_reused_request_id_is_refused_without_revealing_the_first(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    [first] = _decide(shard, _req("r1", "lake", "C1"))
+    [retry, forged, exit_] = _decide(
+        shard,
+        _req("r1", "lake", "C1"),
+        _req("r1", "lake", "NOPE"),
+        _req("r1", "lake", "C1", exit_=True),
+    )
+    assert retry == first
+    assert forged.invalid and exit_.invalid and forged.pass_id == ""
+    [elsewhere] = _decide(shard, _req("r1", "lake", "C2", gate="g2"))
+    assert elsewhere.allowed and elsewhere.pass_id == "P2"  # another gate's scope
+    assert shard.stored_admits() == 2
+
+
+def test_unmatched_exits_are_counted_apart_and_survive_restart(data_dir: Path) -> None:
+    shard = _shard(data_dir)
+    _decide(shard, *[_req(f"r{i}", "small", f"C{i}") for i in range(3)])
+    out = _decide(
+        shard, _req("x1", "small", "NOPE", exit_=True), _req("x2", "small", "C9", exit_=True)
+    )
+    assert all(d.allowed for d in out)
+    status = shard.venue_status("small")
+    assert status is not None
+    assert (status["occupancy"], status["exits_today"], status["unmatched_exits_today"]) == (
+        3,
+        0,
+        2,
+    )
+    shard.close()
+    again = _shard(data_dir)
+    status = again.venue_status("small")
+    assert status is not None
+    assert (status["occupancy"], status["unmatched_exits_today"]) == (3, 2)
+    [full] = _decide(again, _req("r9", "small", "C9"))
+    assert full.reason == Reason.VENUE_FULL
+
+
+def test_stored_records_carry_their_version(data_dir: Path) -> None:
+    """A record of an unknown layout fails loudly instead of being misread."""
+    import msgspec
+
+    from core.records import LogRecord, decoder, encode
+
+    shard = _shard(data_dir)
+    _decide(shard, _req("r1", "lake", "C1"))
+    [(_, rec)] = list(shard.store.iter_log())
+    raw = msgspec.msgpack.decode(encode(rec))
+    assert raw[0] == "log/1"
+    with pytest.raises(msgspec.ValidationError):
+        decoder(LogRecord).decode(msgspec.msgpack.encode(["log/2", *raw[1:]]))

@@ -177,19 +177,25 @@ class AnnulRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VENUE_ID_FIELD_NUMBER: _builtins.int
     GATE_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     venue_id: _builtins.str
     gate_id: _builtins.str
+    @_builtins.property
+    def credential(self) -> _common_pb2.Credential:
+        """Required: the credential the entry was admitted with (checked against the entry's record)."""
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         venue_id: _builtins.str = ...,
         gate_id: _builtins.str = ...,
+        credential: _common_pb2.Credential | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gate_id", b"gate_id", "request_id", b"request_id", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "gate_id", b"gate_id", "request_id", b"request_id", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -167,6 +167,7 @@ class VenueStatus(_message.Message):
     MINUTES_TO_FULL_FIELD_NUMBER: _builtins.int
     SLOTS_FIELD_NUMBER: _builtins.int
     AS_OF_MS_FIELD_NUMBER: _builtins.int
+    UNMATCHED_EXITS_TODAY_FIELD_NUMBER: _builtins.int
     venue_id: _builtins.str
     occupancy: _builtins.int
     entries_today: _builtins.int
@@ -179,6 +180,10 @@ class VenueStatus(_message.Message):
     minutes_to_full: _builtins.float
     """-1 when not filling."""
     as_of_ms: _builtins.int
+    unmatched_exits_today: _builtins.int
+    """Exit scans today that no known entry justified (unknown, revoked or not inside): counted
+    here, never subtracted from occupancy.
+    """
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotStatus]: ...
     def __init__(
@@ -196,10 +201,11 @@ class VenueStatus(_message.Message):
         minutes_to_full: _builtins.float = ...,
         slots: _abc.Iterable[Global___SlotStatus] | None = ...,
         as_of_ms: _builtins.int = ...,
+        unmatched_exits_today: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "as_of_ms", b"as_of_ms", "daily_capacity", b"daily_capacity", "entries_per_minute", b"entries_per_minute", "entries_today", b"entries_today", "exits_today", b"exits_today", "instant_capacity", b"instant_capacity", "minutes_to_full", b"minutes_to_full", "occupancy", b"occupancy", "paused", b"paused", "slots", b"slots", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "as_of_ms", b"as_of_ms", "daily_capacity", b"daily_capacity", "entries_per_minute", b"entries_per_minute", "entries_today", b"entries_today", "exits_today", b"exits_today", "instant_capacity", b"instant_capacity", "minutes_to_full", b"minutes_to_full", "occupancy", b"occupancy", "paused", b"paused", "slots", b"slots", "unmatched_exits_today", b"unmatched_exits_today", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,206 @@
+"""Overload, measured: a burst of N Validate calls at once, each with a short deadline.
+
+    python -m loadtest.burst [--target HOST:PORT] [--calls 5000] [--deadline-ms 200]
+                             [--concurrency 200]
+
+At most --concurrency calls are outstanding at once (like `ghz -c`); a call's deadline starts when
+it is sent. A Python client cannot itself send 5,000 calls in the same instant and read their
+answers within 200 ms: against the bare echo server, 5,000 unlimited calls from one process get
+under 1 % answered in time, so the burst is bounded by what the generator can carry.
+
+Every call names its own pass (imported first), so afterwards GetPass tells exactly which calls
+were committed. Prints how many calls were answered before their deadline (OK or
+RESOURCE_EXHAUSTED) and checks the promises of admission control: no call told RESOURCE_EXHAUSTED
+was committed, every admit that was answered was committed. Exit status 1 when a promise breaks.
+Without --target it starts passgate itself on 127.0.0.1 (test province, frozen clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from loadtest.server import running_passgate
+from proto.passgate.v1 import (
+    common_pb2,
+    gate_pb2,
+    gate_pb2_grpc,
+    passes_pb2,
+    passes_pb2_grpc,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_PROVINCE = ROOT / "tests" / "e2e" / "province"
+FROZEN = "2026-10-01T10:00:00+08:00"
+VENUE = "t-lake"
+CARD = common_pb2.CREDENTIAL_KIND_CARD
+IN_TIME = ("OK", "RESOURCE_EXHAUSTED")
+
+
+@dataclass
+class BurstResult:
+    calls: int
+    deadline_ms: int
+    codes: Counter[str] = field(default_factory=Counter)
+    refused_but_committed: int = 0
+    admitted_but_missing: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def answered_in_time(self) -> int:
+        # The client library enforces the deadline: an answer after it is DEADLINE_EXCEEDED.
+        return sum(self.codes[c] for c in IN_TIME)
+
+    @property
+    def promises_kept(self) -> bool:
+        return self.refused_but_committed == 0 and self.admitted_but_missing == 0
+
+    def summary(self) -> str:
+        share = 100.0 * self.answered_in_time / max(1, self.calls)
+        codes = ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))
+        return (
+            f"burst of {self.calls} calls, {self.deadline_ms} ms deadline, done in "
+            f"{self.elapsed_s:.2f} s\n"
+            f"  answered before the deadline: {self.answered_in_time} ({share:.1f} %)\n"
+            f"  by status: {codes}\n"
+            f"  refused RESOURCE_EXHAUSTED but committed: {self.refused_but_committed}\n"
+            f"  admitted but not committed: {self.admitted_but_missing}"
+        )
+
+
+def _pass_id(tag: str, i: int) -> str:
+    return f"BURST-{tag}-{i}"
+
+
+def _records(tag: str, n: int) -> list[passes_pb2.PassRecord]:
+    return [
+        passes_pb2.PassRecord(
+            pass_id=_pass_id(tag, i),
+            product_id="t-annual",
+            credentials=[common_pb2.Credential(kind=CARD, value=f"CARD-{_pass_id(tag, i)}")],
+            valid_from="2026-01-01",
+            valid_until="2027-12-31",
+        )
+        for i in range(n)
+    ]
+
+
+async def _one(
+    stub: gate_pb2_grpc.GateStub, tag: str, i: int, deadline_s: float, sem: asyncio.Semaphore
+) -> tuple[str, bool]:
+    """(status name, allowed)."""
+    async with sem:
+        return await _call(stub, tag, i, deadline_s)
+
+
+async def _call(
+    stub: gate_pb2_grpc.GateStub, tag: str, i: int, deadline_s: float
+) -> tuple[str, bool]:
+    req = gate_pb2.ValidateRequest(
+        request_id=f"burst-{tag}-{i}",
+        venue_id=VENUE,
+        gate_id=f"{VENUE}-g0{1 + i % 4}",
+        credential=common_pb2.Credential(kind=CARD, value=f"CARD-{_pass_id(tag, i)}"),
+    )
+    try:
+        d = await stub.Validate(req, timeout=deadline_s)
+        return "OK", d.allowed
+    except grpc.aio.AioRpcError as err:
+        return err.code().name, False
+
+
+async def _burst(
+    target: str, calls: int, deadline_ms: int, channels: int, concurrency: int
+) -> BurstResult:
+    tag = uuid.uuid4().hex[:8]
+    result = BurstResult(calls, deadline_ms)
+    chans = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    try:
+        passes = passes_pb2_grpc.PassesStub(chans[0])
+        summary = await passes.UpsertPasses(iter(_records(tag, calls)), timeout=120)
+        if summary.upserted != calls:
+            raise SystemExit(f"import failed: {list(summary.errors)[:3]}")
+        stubs = [gate_pb2_grpc.GateStub(c) for c in chans]
+        for c in chans:
+            await c.channel_ready()
+        sem = asyncio.Semaphore(concurrency)
+        t0 = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(_one(stubs[i % channels], tag, i, deadline_ms / 1000, sem) for i in range(calls))
+        )
+        result.elapsed_s = time.monotonic() - t0
+        await _verify(passes, tag, outcomes, result)
+    finally:
+        for c in chans:
+            await c.close()
+    return result
+
+
+async def _verify(
+    passes: passes_pb2_grpc.PassesStub,
+    tag: str,
+    outcomes: list[tuple[str, bool]],
+    result: BurstResult,
+) -> None:
+    sem = asyncio.Semaphore(32)
+
+    async def committed(i: int) -> bool:
+        async with sem:
+            view = await passes.GetPass(passes_pb2.PassRef(pass_id=_pass_id(tag, i)), timeout=30)
+        return any(u.venue_id == VENUE and u.entries > 0 for u in view.usage)
+
+    for code, _ in outcomes:
+        result.codes[code] += 1
+    checks = [
+        (i, code, allowed)
+        for i, (code, allowed) in enumerate(outcomes)
+        if code == "RESOURCE_EXHAUSTED" or (code == "OK" and allowed)
+    ]
+    stored = await asyncio.gather(*(committed(i) for i, _, _ in checks))
+    for (_, code, _), was_committed in zip(checks, stored, strict=True):
+        if code == "RESOURCE_EXHAUSTED" and was_committed:
+            result.refused_but_committed += 1
+        if code == "OK" and not was_committed:
+            result.admitted_but_missing += 1
+
+
+def run_burst(
+    target: str, calls: int, deadline_ms: int, channels: int = 4, concurrency: int = 200
+) -> BurstResult:
+    return asyncio.run(_burst(target, calls, deadline_ms, channels, concurrency))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.burst", description=__doc__)
+    p.add_argument("--target", help="host:port of a running passgate (default: start one)")
+    p.add_argument("--calls", type=int, default=5000)
+    p.add_argument("--deadline-ms", type=int, default=200)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=200, help="calls outstanding at once")
+    args = p.parse_args(argv)
+    if not 1 <= args.calls <= 100_000:
+        p.error("--calls must be between 1 and 100000")
+    with contextlib.ExitStack() as stack:
+        target = args.target
+        if target is None:
+            extra = ["--shards", "2", "--frozen-clock", FROZEN]
+            target = stack.enter_context(running_passgate(extra, TEST_PROVINCE)).target
+        result = run_burst(target, args.calls, args.deadline_ms, args.channels, args.concurrency)
+    print(result.summary())
+    return 0 if result.promises_kept else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
