@@ -29,8 +29,14 @@ from actors.seed import seed_if_empty
 from actors.server import IngressSettings, serve_until_signalled
 from actors.store_check import StoreCorrupt, check_data_dir, record_stores
 from core.config import ConfigError
+from ops.channels import default_credentials_dir
+from ops.credentials import ensure_dev_credentials, summary_line
 
 log = logging.getLogger("passgate")
+INSECURE_WARNING = (
+    "WARNING: --insecure: gRPC is plaintext; bearer tokens and holder data cross the network "
+    "readable. Use it only on a trusted network."
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,10 +44,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_DIR, help="config directory")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="LMDB data directory")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
-    p.add_argument("--host", default="0.0.0.0", help="gRPC listen address")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="gRPC listen address (0.0.0.0 = every interface)"
+    )
+    p.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="credentials directory (default $PASSGATE_CREDENTIALS, else <data-dir>/credentials;\n"
+        "created on first start: dev CA, server certificate, signing key, tokens)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext gRPC instead of TLS (bearer tokens are still required)",
+    )
     p.add_argument("--shards", type=int, default=2, help="number of VenueShard actors")
     p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="/metrics listen address")
     p.add_argument("--batch-size", type=int, default=256, help="flush a shard batch at B items")
     p.add_argument("--batch-delay-us", type=int, default=1000, help="or after T microseconds")
     p.add_argument(
@@ -68,7 +89,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--ingress-procs must be >= 1, and more than one needs a fixed --port")
     if args.batch_size < 1 or args.batch_delay_us < 0:
         p.error("--batch-size must be >= 1 and --batch-delay-us >= 0")
+    if args.credentials is None:
+        args.credentials = default_credentials_dir(args.data_dir)
     return args
+
+
+def _server_names(host: str) -> list[str]:
+    """A specific --host goes into the server certificate, so clients can verify it."""
+    return [] if host in ("", "0.0.0.0", "::", "[::]") else [host.strip("[]")]
 
 
 def _frozen_ms(text: str | None) -> int | None:
@@ -100,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        ensure_dev_credentials(args.credentials, province, _server_names(args.host))
+    except (OSError, ValueError) as exc:
+        print(f"error: credentials in {args.credentials}: {exc}", file=sys.stderr)
+        return 1
+    print(summary_line(args.credentials), flush=True)
+    if args.insecure:
+        print(INSECURE_WARNING, flush=True)
+    try:
         # Before Ray and LMDB: LMDB takes an emptied store for a new one and maps a truncated one
         # until a read faults, so this is the only place the damage can be named.
         check_data_dir(args.data_dir, args.shards)
@@ -114,14 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         log_to_driver=True,
     )
     try:
-        handles = start_actors(province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock))
+        handles = start_actors(
+            province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock), args.credentials
+        )
         _record_stores(args.data_dir, args.shards, "start")
         today = date.today().toordinal()
         seeded = seed_if_empty(handles, province, demo, args.seed_passes, today)
         if seeded:
             print(f"seeded {seeded} passes into the catalog", flush=True)
         if args.metrics_port:
-            start_http_server(args.metrics_port, registry=metrics.REGISTRY)
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.REGISTRY)
         with extra_ingresses(args, ray.get_runtime_context().gcs_address):
             settings = IngressSettings.from_args(args)
             uvloop.run(

@@ -5,7 +5,10 @@ message here, and nowhere else. Clients never see a traceback, a pid, an address
 - it decodes request bytes itself, so undecodable bytes are INVALID_ARGUMENT, not UNKNOWN; inside a
   request stream an undecodable message arrives as an `Undecodable` item, and the servicer answers
   it alone (a bad item never ends its stream);
-- it maps whatever escapes the servicer through `status_of`.
+- it maps whatever escapes the servicer through `status_of`;
+- it admits the caller first (actors/auth.py): authenticated before the request is decoded,
+  authorized against the method table with the decoded request, then bound to the call. Health
+  stays open; reflection (every other method) needs a valid token.
 """
 
 from __future__ import annotations
@@ -21,17 +24,20 @@ import lmdb
 import ray.exceptions as rex
 
 from actors import metrics
+from actors.auth import OPEN_PREFIXES, PASSGATE_PREFIX, Authenticator, Principal, authorize, bind
 from actors.errors import (
     BadRequest,
     DataDirMismatch,
     NotFound,
     Overloaded,
     PassgateError,
+    PermissionDenied,
     ShardUnavailable,
     StartupFailed,
     StorageError,
     StorageFull,
     StoreCorrupt,
+    Unauthenticated,
 )
 
 log = logging.getLogger("passgate.errors")
@@ -44,6 +50,8 @@ Status: TypeAlias = grpc.StatusCode
 PASSGATE_CODES: dict[type[BaseException], Status] = {
     BadRequest: Code.INVALID_ARGUMENT,
     NotFound: Code.NOT_FOUND,
+    Unauthenticated: Code.UNAUTHENTICATED,
+    PermissionDenied: Code.PERMISSION_DENIED,
     Overloaded: Code.RESOURCE_EXHAUSTED,
     StorageFull: Code.RESOURCE_EXHAUSTED,
     StorageError: Code.UNAVAILABLE,
@@ -141,7 +149,22 @@ async def _decode_stream(
         index += 1
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _admit(
+    auth: Authenticator, context: grpc.aio.ServicerContext, method: str, request: Any
+) -> None:
+    """Authorizes an authenticated caller for `method` and binds it to the running call."""
+    principal = _who(auth, context)
+    authorize(principal, method, request)
+    bind(principal, auth)
+
+
+def _who(auth: Authenticator, context: grpc.aio.ServicerContext) -> Principal:
+    return auth.authenticate(context.invocation_metadata())
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, auth: Authenticator
+) -> grpc.RpcMethodHandler:
     decode = handler.request_deserializer or (lambda raw: raw)
     name = method.rsplit("/", 1)[-1]
     serializer = handler.response_serializer
@@ -150,7 +173,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return await inner_uu(_decode_one(decode, raw, name), context)
+                principal = _who(auth, context)
+                request = _decode_one(decode, raw, name)
+                authorize(principal, method, request)
+                bind(principal, auth)
+                return await inner_uu(request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -162,7 +189,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
-                async for item in inner_us(_decode_one(decode, raw, name), context):
+                principal = _who(auth, context)
+                request = _decode_one(decode, raw, name)
+                authorize(principal, method, request)
+                bind(principal, auth)
+                async for item in inner_us(request, context):
                     yield item
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
@@ -175,6 +206,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
         async def stream_unary(raw_iter: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                _admit(auth, context, method, None)
                 return await inner_su(_decode_stream(raw_iter, decode, name), context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
@@ -186,6 +218,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
     async def stream_stream(raw_iter: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _admit(auth, context, method, None)
             async for item in inner_ss(_decode_stream(raw_iter, decode, name), context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -196,10 +229,48 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(stream_stream, None, serializer)
 
 
-class ErrorMapInterceptor(grpc.aio.ServerInterceptor):
-    """Applies the error map to every passgate method (health and reflection keep their own)."""
+def _authenticated_only(
+    handler: grpc.RpcMethodHandler, method: str, auth: Authenticator
+) -> grpc.RpcMethodHandler:
+    """Reflection and any other foreign service: a valid token of any role, nothing else changed
+    (its own decoding and errors)."""
+    if handler.stream_stream is not None:
+        inner_ss = handler.stream_stream
 
-    def __init__(self, prefix: str = "/passgate.") -> None:
+        async def stream_stream(request_iter: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                _who(auth, context)
+            except Exception as exc:
+                await _abort(context, exc, method)
+            async for item in inner_ss(request_iter, context):
+                yield item
+
+        return handler._replace(stream_stream=stream_stream)  # type: ignore[attr-defined]
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                _who(auth, context)
+            except Exception as exc:
+                await _abort(context, exc, method)
+            return await inner_uu(request, context)
+
+        return handler._replace(unary_unary=unary_unary)  # type: ignore[attr-defined]
+    # No other shape is served outside passgate's own services: refuse rather than pass it open.
+    return grpc.unary_unary_rpc_method_handler(_unsupported)
+
+
+async def _unsupported(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(Code.UNIMPLEMENTED, "method not available")
+
+
+class ErrorMapInterceptor(grpc.aio.ServerInterceptor):
+    """Admits the caller and applies the error map on every passgate method; health is open,
+    every other method (reflection) needs a valid token and keeps its own errors."""
+
+    def __init__(self, auth: Authenticator, prefix: str = PASSGATE_PREFIX) -> None:
+        self._auth = auth
         self._prefix = prefix
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -213,8 +284,11 @@ class ErrorMapInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(self._prefix):
+        if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        wrapped = _wrap(handler, method)
+        if method.startswith(self._prefix):
+            wrapped = _wrap(handler, method, self._auth)
+        else:
+            wrapped = _authenticated_only(handler, method, self._auth)
         self._wrapped[method] = wrapped
         return wrapped

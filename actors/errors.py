@@ -52,3 +52,11 @@ class StoreCorrupt(PassgateError):
 
 class StartupFailed(PassgateError):
     """An actor did not answer within its start-up timeout, or died while starting."""
+
+
+class Unauthenticated(PassgateError):
+    """No credential, or one that is malformed, expired, wrongly signed or revoked."""
+
+
+class PermissionDenied(PassgateError):
+    """A valid credential whose role, venue or gate does not allow this call."""

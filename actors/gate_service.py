@@ -1,7 +1,10 @@
 """service Gate: validation for gate fleets, routed by venue to the owning shard's batcher.
 
 Errors leave through `actors.error_map` (the interceptor for unary calls, `status_of` for items of
-a batch or stream); a malformed item of a batch or stream gets its own decision and fails alone.
+a batch or stream); a malformed item of a batch or stream gets its own decision and fails alone, and
+so does an item for a venue or gate the caller's credential does not cover (PERMISSION_DENIED).
+The interceptor has already admitted the caller (actors/auth.py); a stream re-checks its credential
+at every item, so a gate revoked mid-stream is cut off.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 import grpc
 
 from actors import metrics
+from actors.auth import Principal, caller, item_allowed, recheck_caller
 from actors.batcher import ShardBatcher
 from actors.convert import credential, decision_proto, invalid_decision, request_from_proto, text
 from actors.error_map import Undecodable, status_of
-from actors.errors import BadRequest, Overloaded, ShardUnavailable
+from actors.errors import BadRequest, Overloaded, PermissionDenied, ShardUnavailable
 from actors.shard import shard_of
 from core.models import Reason
 from core.records import Decision, Request
@@ -82,9 +86,10 @@ class GateService(gate_pb2_grpc.GateServicer):
         if n > MAX_BATCH_ITEMS:
             raise BadRequest("requests", f"batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}")
         deadline = time.monotonic() + _budget(context)
+        principal = caller()
         slots: list[asyncio.Future[Decision] | gate_pb2.Decision] = []
         for req in request.requests:
-            slots.append(self._item(req, deadline))
+            slots.append(self._item(req, deadline, principal))
         decisions = []
         for slot in slots:
             if isinstance(slot, asyncio.Future):
@@ -95,13 +100,18 @@ class GateService(gate_pb2_grpc.GateServicer):
         return gate_pb2.ValidateBatchResponse(decisions=decisions)
 
     def _item(
-        self, req: gate_pb2.ValidateRequest, deadline: float
+        self, req: gate_pb2.ValidateRequest, deadline: float, principal: Principal
     ) -> asyncio.Future[Decision] | gate_pb2.Decision:
         """One item of a batch or stream: its future, or its own answer when it fails alone."""
         try:
-            return self._submit(request_from_proto(req), deadline)
+            parsed = request_from_proto(req)
         except BadRequest as exc:
             return invalid_decision(req.request_id, str(exc))
+        problem = item_allowed(principal, parsed.venue_id, parsed.gate_id)
+        if problem is not None:
+            return _error_decision(parsed.request_id, PermissionDenied(problem))
+        try:
+            return self._submit(parsed, deadline)
         except Overloaded as exc:
             return _error_decision(req.request_id, exc)
 
@@ -135,7 +145,8 @@ class GateService(gate_pb2_grpc.GateServicer):
                         out.put_nowait(invalid_decision("", f"request: {req.problem}"))
                         continue
                     t0 = time.perf_counter()
-                    slot = self._item(req, time.monotonic() + DEFAULT_BUDGET_S)
+                    principal = recheck_caller()
+                    slot = self._item(req, time.monotonic() + DEFAULT_BUDGET_S, principal)
                     if not isinstance(slot, asyncio.Future):
                         out.put_nowait(slot)
                         continue

@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", required=True)
+    p.add_argument("--credentials", type=Path, required=True)
+    p.add_argument("--insecure", action="store_true")
     p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--batch-delay-us", type=int, required=True)
     p.add_argument("--max-inflight-batches", type=int, required=True)
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handles = connect(args.shards)
         if args.metrics_port:
-            start_http_server(args.metrics_port, registry=metrics.REGISTRY)
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.REGISTRY)
         settings = IngressSettings.from_args(args, poll_metrics=False)
         label = f"passgate ingress {args.index}"
         uvloop.run(serve_until_signalled(handles, province, args.data_dir, settings, label))

@@ -2,6 +2,11 @@
 
 An import stores every valid record and counts each bad one in `errors` with its position (0-based
 in the stream) and reason; a bad record never takes its neighbours with it.
+
+Who may call what is decided before a call gets here (actors/auth.py, including the venue of a
+Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
+product, status, validity and the usage at its own venues; never credentials, groups, credit tier
+or debt. Full holder data is for the card centre and admin.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from actors.auth import Principal, caller
 from actors.catalog import CatalogReader
 from actors.cluster import Handles
 from actors.codec import encode_batch
@@ -46,6 +52,20 @@ class _Import:
         return passes_pb2.UpsertSummary(
             upserted=self.upserted, rejected=self.rejected, errors=self.errors
         )
+
+
+def _limited(view: passes_pb2.PassView, principal: Principal) -> passes_pb2.PassView:
+    """Only what a gate display needs, and usage only at the caller's own venues."""
+    full = getattr(view, "pass")
+    shown = passes_pb2.PassRecord(
+        pass_id=full.pass_id,
+        product_id=full.product_id,
+        valid_from=full.valid_from,
+        valid_until=full.valid_until,
+        status=full.status,
+    )
+    usage = [u for u in view.usage if u.venue_id in principal.venues]
+    return passes_pb2.PassView(**{"pass": shown}, usage=usage)
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
@@ -96,10 +116,13 @@ class PassesService(passes_pb2_grpc.PassesServicer):
     async def GetPass(
         self, request: passes_pb2.PassRef, context: grpc.aio.ServicerContext
     ) -> passes_pb2.PassView:
+        principal = caller()
         rec = self._find(request)
         if rec is None:
             raise NotFound("no such pass")
-        return await self._view(rec)
+        if principal.full_view:
+            return await self._view(rec)
+        return _limited(await self._view(rec), principal)
 
     def _find(self, ref: passes_pb2.PassRef) -> PassRecord | None:
         if ref.pass_id:

@@ -1,4 +1,8 @@
-"""service Quota: scenic areas set and watch capacity; answered from the owning shard."""
+"""service Quota: scenic areas set and watch capacity; answered from the owning shard.
+
+Venue operators reach only their own venues (checked in actors/auth.py before a call gets here);
+a watch re-checks its caller's credential at every update, so a revoked watcher is cut off.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from actors.auth import recheck_caller
 from actors.cluster import Handles
 from actors.convert import text
 from actors.errors import NotFound, Overloaded
@@ -98,6 +103,7 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE, "server shutting down; watch again"
                     )
+                recheck_caller()
                 yield status
         finally:
             watcher.close()

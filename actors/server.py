@@ -3,6 +3,8 @@
 Routes each validation to its venue's shard through a per-shard micro-batcher and polls the shards
 once a second for the figures Prometheus shows. Its connection limits, keepalive and timeouts
 come from actors/connections.py; watchers share one status feed per venue (actors/status_feed.py).
+It serves TLS with the credentials directory's server certificate (plaintext only with
+--insecure), and every call but health passes the bearer-token check of actors/auth.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from actors import connections, metrics
+from actors.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.batcher import ShardBatcher
 from actors.catalog import CatalogReader, catalog_path
 from actors.cluster import Handles
@@ -51,7 +54,11 @@ SERVICE_NAMES = (
 @dataclass
 class IngressSettings:
     port: int
-    host: str = "0.0.0.0"
+    # Where ops/credentials.py put the server certificate and the token-signing public key.
+    credentials: Path
+    host: str = "127.0.0.1"
+    # Plaintext gRPC (tokens are still required): only behind the explicit --insecure flag.
+    insecure: bool = False
     max_batch: int = 256
     max_delay_us: int = 1000
     max_inflight_batches: int = 1
@@ -64,7 +71,9 @@ class IngressSettings:
         """From run_cluster.py's (or an extra ingress process's) parsed flags."""
         return cls(
             port=args.port,
+            credentials=args.credentials,
             host=args.host,
+            insecure=args.insecure,
             max_batch=args.batch_size,
             max_delay_us=args.batch_delay_us,
             max_inflight_batches=args.max_inflight_batches,
@@ -104,7 +113,7 @@ class Ingress:
             limits.max_connections, connections.raise_fd_limit()
         )
         self.server = grpc.aio.server(
-            interceptors=[ErrorMapInterceptor()],
+            interceptors=[ErrorMapInterceptor(Authenticator.from_dir(settings.credentials))],
             options=limits.grpc_options(max_connections),
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
@@ -117,7 +126,7 @@ class Ingress:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        self.port = _listen(self.server, settings)
         self._poller: asyncio.Task[None] | None = None
 
     async def _annul(
@@ -181,6 +190,15 @@ async def serve_until_signalled(
     await stop.wait()
     print(f"{label} draining...", flush=True)
     await ingress.stop()
+
+
+def _listen(server: grpc.aio.Server, settings: IngressSettings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    if settings.insecure:
+        return server.add_insecure_port(address)
+    creds = settings.credentials
+    pair = ((creds / SERVER_KEY).read_bytes(), (creds / SERVER_CERT).read_bytes())
+    return server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
 
 
 def _observe(shard: int, size: int, _micros: int) -> None:
