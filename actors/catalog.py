@@ -67,7 +67,16 @@ class CatalogReader:
         pass_id = txn.get(credential_key(kind, value), db=self._cred)
         if pass_id is None:
             return None
-        key = bytes(pass_id)
+        return self._record(txn, bytes(pass_id))
+
+    def lookup_id(self, txn: lmdb.Transaction, pass_id: str) -> PassRecord | None:
+        """The current record of a pass id (a signed QR code names its pass), in the caller's
+        transaction and through the same decoded-record cache as `lookup`."""
+        if text_problem(pass_id) is not None:
+            return None  # no such key can exist, and LMDB would refuse an oversized one
+        return self._record(txn, pass_id.encode())
+
+    def _record(self, txn: lmdb.Transaction, key: bytes) -> PassRecord | None:
         raw = txn.get(key, db=self._pass)
         if raw is None:
             return None

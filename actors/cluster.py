@@ -73,18 +73,25 @@ def check_layout(data_dir: Path, n_shards: int) -> None:
 
 
 def start_actors(
-    province: Province, data_dir: Path, n_shards: int, frozen_ms: int | None = None
+    province: Province,
+    data_dir: Path,
+    n_shards: int,
+    frozen_ms: int | None = None,
+    credentials_dir: Path | None = None,
 ) -> Handles:
-    """Creates the catalog writer first (it creates the LMDB file the shards read), then shards."""
+    """Creates the catalog writer first (it creates the LMDB file the shards read), then shards.
+    The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
+    `actors.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
     clock = None if frozen_ms is None else functools.partial(_fixed_clock, frozen_ms)
+    creds = None if credentials_dir is None else str(credentials_dir)
     catalog = CatalogRemote.options(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
     _await_ready({"the catalog actor": catalog.ping.remote()})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock
+            i, n_shards, province, str(data_dir), clock, creds
         )
         for i in range(n_shards)
     ]

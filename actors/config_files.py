@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from core.config import (
     CONFIG_FILES,
     DEMO_PASSES_FILE,
+    QR_KEYS_FILE,
     ConfigError,
     parse_demo_passes,
     parse_province,
@@ -23,8 +24,11 @@ DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 def load_province(config_dir: Path) -> Province:
-    """Loads and validates province.toml, venues.toml and products.toml from `config_dir`."""
+    """Loads and validates province.toml, venues.toml and products.toml from `config_dir`, and
+    qr_keys.toml when the directory has one."""
     texts = {name: _read(config_dir, name) for name in CONFIG_FILES}
+    if (config_dir / QR_KEYS_FILE).is_file():
+        texts[QR_KEYS_FILE] = _read(config_dir, QR_KEYS_FILE)
     return parse_province(texts, ZoneInfo)
 
 

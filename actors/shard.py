@@ -6,6 +6,13 @@ numba capacity counters in memory, and rebuilds all of them from its LMDB store 
 
 Every item of a batch is checked on its own before it is decided (`core.limits`), so a malformed
 item gets its own `invalid` decision and changes nothing, while its neighbours commit.
+
+Signed QR codes (`core.qr`) are screened before anything is decided: signature (cached by the
+code's text), pass, window, then one claim transaction for all of the batch's codes in the node's
+shared claims store (`actors.code_claims`), before the shard's own commit. A code that fails is
+refused with INVALID_CODE, CODE_EXPIRED or REPLAYED_CODE; at an exit it only makes the exit
+unmatched (nobody is kept inside). A retried request_id is answered from its record, never
+claimed again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.catalog import CatalogReader, catalog_path
+from actors.code_claims import Claim, CodeClaims, IssuerKeys, claim_owner, codes_path, issuer_dir
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import DataDirMismatch
 from actors.shard_quota import QuotaOps
@@ -27,8 +35,21 @@ from actors.shard_venues import Running, VenueBook
 from core.clock import LocalTime, local_time
 from core.counters import CapacityCounters, warm
 from core.keys import fingerprint, request_key, usage_key
+from core.labels import LABELS
 from core.limits import CREDENTIAL_VALUE, text_problem
-from core.models import Direction, Outcome, Province, Reason
+from core.models import (
+    UNLIMITED,
+    AlertLevel,
+    CredentialKind,
+    Direction,
+    Outcome,
+    PassRecord,
+    Province,
+    QrPolicy,
+    Reason,
+    Venue,
+)
+from core.qr import UNKNOWN_KEY, Token, Verifier, claim_expiry_ms, is_signed, window_problem
 from core.records import Decision, LogRecord, Request, RequestRecord, Usage
 from core.rules import decide
 
@@ -41,6 +62,14 @@ _COUNTED = (EV_ENTRY, EV_EXIT, EV_ANNUL)
 _KINDS = (1, 2, 3)
 _DIRECTIONS = (1, 2)
 _REUSED = "request_id: already used by this gate for a different scan; use a new request_id"
+_QR = CredentialKind.QR
+_EXIT = Direction.EXIT
+_DEFAULT_QR = QrPolicy()
+_INVALID_CODE = (Reason.INVALID_CODE, LABELS[Reason.INVALID_CODE])
+_REPLAYED = (Reason.REPLAYED_CODE, LABELS[Reason.REPLAYED_CODE])
+# How often the issuer-key directory is looked at while signed codes arrive (a key named by a
+# code but not yet known is looked for at once).
+KEY_CHECK_S = 5.0
 
 _EMPTY = Usage()
 
@@ -96,6 +125,7 @@ class VenueShard(QuotaOps):
         province: Province,
         data_dir: str,
         clock_ms: Callable[[], int] | None = None,
+        credentials_dir: str | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.province = province
@@ -105,6 +135,11 @@ class VenueShard(QuotaOps):
         self.catalog = CatalogReader(catalog_path(data))
         self.store = ShardStore(shard_dir(data, shard_id))
         self._check_layout(n_shards)
+        self.claims = CodeClaims(codes_path(data))
+        creds = Path(credentials_dir) if credentials_dir else None
+        self.issuers = IssuerKeys(province.qr_keys, issuer_dir(data, creds))
+        self.verifier = Verifier(self.issuers.keys)
+        self._next_key_check = 0.0
         max_slots = max([len(v.slots) for v in owned] + [1])
         self.counters = CapacityCounters(max(1, len(owned)), max_slots)
         self.book = VenueBook(owned, self.counters)
@@ -171,11 +206,13 @@ class VenueShard(QuotaOps):
         self._expire_requests(now_ms, batch.writes)
         out: list[Decision] = []
         with self.catalog.begin() as txn:
-            for req in items:
-                problem = req if isinstance(req, str) else request_problem(req)
+            problems = [req if isinstance(req, str) else request_problem(req) for req in items]
+            codes = self._screen_codes(items, problems, now_ms, txn)
+            for i, req in enumerate(items):
+                problem = problems[i]
                 if problem is None:
                     assert not isinstance(req, str)
-                    out.append(self._decide_one(req, batch, txn))
+                    out.append(self._decide_one(req, batch, txn, codes.get(i)))
                 else:
                     rid = "" if isinstance(req, str) else req.request_id
                     out.append(invalid(rid if text_problem(rid) is None else "", problem, now_ms))
@@ -184,7 +221,7 @@ class VenueShard(QuotaOps):
         self.items += len(items)
         return out
 
-    def _decide_one(self, req: Request, batch: _Batch, txn: Any) -> Decision:
+    def _decide_one(self, req: Request, batch: _Batch, txn: Any, code: _Code | None) -> Decision:
         rkey = request_key(req.venue_id, req.gate_id, req.request_id)
         fp = fingerprint(req.kind, req.value)
         rec = batch.requests.get(rkey) or self.requests.get(rkey)
@@ -195,9 +232,12 @@ class VenueShard(QuotaOps):
         venue = self.book.venue(req.venue_id)
         pass_ = None
         local: LocalTime | None = None
+        refusal: tuple[Reason, str] | None = None
         if venue is not None:
-            pass_ = self.catalog.lookup(txn, req.kind, req.value)
+            pass_, refusal = self._credential(req, txn, code)
             local = batch.local(venue.venue_id, venue.tz, self.book)
+            if refusal is not None and req.direction == _EXIT:
+                pass_, refusal = None, None  # let them out; an unknown exit is never subtracted
         ukey = usage_key(req.venue_id, pass_.pass_id) if pass_ is not None else b""
         usage = (batch.usage.get(ukey) or self._usage(ukey)) if ukey else _EMPTY
         capacity = None
@@ -205,7 +245,12 @@ class VenueShard(QuotaOps):
             outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province)
         else:
             capacity = self.book.capacity_view(venue, pass_, local, batch.running, batch.writes)
-            outcome = decide(pass_, usage, venue, req, batch.now_ms, self.province, capacity, local)
+            if refusal is not None and req.gate_id in venue.gates:
+                outcome = Outcome(_refuse_code(req, pass_, refusal, batch.now_ms, capacity.alert))
+            else:
+                outcome = decide(
+                    pass_, usage, venue, req, batch.now_ms, self.province, capacity, local
+                )
         if req.dry_run:
             return outcome.decision
         reserved = capacity.reserved_slot if capacity is not None else None
@@ -254,6 +299,96 @@ class VenueShard(QuotaOps):
                 slot_idx, decision.charge_fen, decision.soft_passback,
             )
         )  # fmt: skip
+
+    def _credential(
+        self, req: Request, txn: Any, code: _Code | None
+    ) -> tuple[PassRecord | None, tuple[Reason, str] | None]:
+        """The pass behind the credential, and why its code is refused (None: not refused)."""
+        if code is not None:
+            return code.pass_, code.refusal
+        pass_ = self.catalog.lookup(txn, req.kind, req.value)
+        if pass_ is not None and req.kind == _QR and not self._qr_policy(pass_).static:
+            return None, _INVALID_CODE  # this product takes signed codes only
+        return pass_, None
+
+    # -- signed QR codes ------------------------------------------------------------------------
+
+    def _screen_codes(
+        self, items: list[Request | str], problems: list[str | None], now_ms: int, txn: Any
+    ) -> dict[int, _Code]:
+        """Checks the batch's signed codes and claims the good ones in ONE claims transaction, so
+        that two scans of one code anywhere on the node cannot both pass."""
+        found: dict[int, _Code] = {}
+        pending: list[tuple[int, Claim]] = []
+        # (venue, gate, request_id) of the items before: the batch records them first.
+        earlier: set[tuple[str, str, str]] = set()
+        for i, req in enumerate(items):
+            if problems[i] is not None or isinstance(req, str):
+                continue
+            scope = (req.venue_id, req.gate_id, req.request_id)
+            seen = scope in earlier
+            if not req.dry_run:
+                earlier.add(scope)
+            if req.kind != _QR or not is_signed(req.value):
+                continue
+            rkey = request_key(req.venue_id, req.gate_id, req.request_id)
+            # A record answers this request_id (a retry, or a reuse refused): claim nothing.
+            if seen or rkey in self.requests:
+                continue
+            code = self._check_code(req, rkey, now_ms, txn)
+            if code is None:
+                continue
+            found[i] = code
+            if code.claim is not None:
+                pending.append((i, code.claim))
+        if pending:
+            replayed = self.claims.claim([claim for _, claim in pending], now_ms)
+            for (i, _), again in zip(pending, replayed, strict=True):
+                if again:
+                    found[i] = _Code(found[i].pass_, _REPLAYED)
+        return found
+
+    def _check_code(self, req: Request, rkey: bytes, now_ms: int, txn: Any) -> _Code | None:
+        """What a signed code says; None when something else answers first (an unknown venue or
+        gate), so that such a scan claims nothing."""
+        venue: Venue | None = self.book.venue(req.venue_id)
+        if venue is None or req.gate_id not in venue.gates:
+            return None
+        token = self._verify(req.value)
+        if not isinstance(token, Token):
+            return _Code(None, _INVALID_CODE)
+        pass_ = self.catalog.lookup_id(txn, token.pass_id)
+        if pass_ is None:
+            return _Code(None, _INVALID_CODE)
+        policy = self._qr_policy(pass_)
+        problem = window_problem(token.step, now_ms, policy)
+        if problem is not None:
+            return _Code(pass_, problem)
+        expiry = claim_expiry_ms(token.step, policy)
+        claim = Claim(token.claim_key(), claim_owner(rkey), expiry, bool(req.dry_run))
+        return _Code(pass_, None, claim)
+
+    def _verify(self, text: str) -> Token | str:
+        self._refresh_issuers(force=False)
+        result = self.verifier.check(text)
+        if result == UNKNOWN_KEY and self._refresh_issuers(force=True):
+            result = self.verifier.check(text)
+        return result
+
+    def _refresh_issuers(self, force: bool) -> bool:
+        """Re-reads the issuer keys when their directory changed; True when the keys changed."""
+        now = time.monotonic()
+        if not force and now < self._next_key_check:
+            return False
+        self._next_key_check = now + KEY_CHECK_S
+        if not self.issuers.refresh():
+            return False
+        self.verifier.replace_keys(self.issuers.keys)
+        return True
+
+    def _qr_policy(self, pass_: PassRecord) -> QrPolicy:
+        product = self.province.products.get(pass_.product_id)
+        return product.qr if product is not None else _DEFAULT_QR
 
     def _usage(self, ukey: bytes) -> Usage:
         """The usage of (venue, pass): memory first, then LMDB (committed state), else empty."""
@@ -375,18 +510,51 @@ class VenueShard(QuotaOps):
             "usage_records": len(self.usage),
             "requests": len(self.requests),
             "last_commit_s": self.last_commit_s,
+            "codes_verified": self.verifier.verified,
         }
 
     def close(self) -> None:
         """Releases the LMDB environments (a process may open each only once)."""
         self.store.close()
         self.catalog.close()
+        self.claims.close()
 
     def pid(self) -> int:
         return os.getpid()
 
     def ping(self) -> bool:
         return True
+
+
+class _Code:
+    """What screening found for one signed code: its pass, a refusal, or a claim to make."""
+
+    __slots__ = ("claim", "pass_", "refusal")
+
+    def __init__(
+        self,
+        pass_: PassRecord | None,
+        refusal: tuple[Reason, str] | None,
+        claim: Claim | None = None,
+    ) -> None:
+        self.pass_ = pass_
+        self.refusal = refusal
+        self.claim = claim
+
+
+def _refuse_code(
+    req: Request,
+    pass_: PassRecord | None,
+    refusal: tuple[Reason, str],
+    now_ms: int,
+    alert: AlertLevel,
+) -> Decision:
+    # The pass is named only when the code's signature proved it (expired, replayed).
+    pass_id = pass_.pass_id if pass_ is not None else ""
+    reason, message = refusal
+    return Decision(
+        req.request_id, False, reason, message, pass_id, UNLIMITED, alert, False, now_ms
+    )
 
 
 def _event_of(outcome: Outcome) -> int:

@@ -7,6 +7,10 @@ actor crash-loops for ever). So this module reads the two meta pages of each `da
 keeps a small manifest in the data directory (`passgate-manifest.json`) naming every store that has
 held data and the highest LMDB transaction id it had when last seen healthy. LMDB transaction ids
 only grow, so a store whose id went backwards was replaced by an older copy or damaged.
+
+The signed-code claims store (`actors.code_claims`) is the exception: it holds only replay claims
+of codes still inside their window and is not fsynced, so it is never recorded, and a damaged one
+is dropped (and recreated empty) instead of refused.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from actors.catalog import catalog_path
+from actors.code_claims import codes_path
 from actors.errors import StoreCorrupt
 from actors.shard import shard_dir
 
@@ -226,6 +231,24 @@ def check_data_dir(data_dir: Path, n_shards: int) -> None:
     recorded = load_manifest(data_dir)
     for rel in sorted(set(store_dirs(data_dir, n_shards)) | set(recorded)):
         _check_store(data_dir, rel, recorded.get(rel))
+    _drop_damaged_claims(data_dir)
+
+
+def _drop_damaged_claims(data_dir: Path) -> None:
+    path = codes_path(data_dir) / DATA_FILE
+    try:
+        read_meta(path)
+    except UnreadableStore as exc:
+        if exc.problem in ("missing", "empty"):
+            return
+        log.warning(
+            "store check: %s is damaged (%s); dropping it: it holds only replay claims of codes "
+            "still inside their window",
+            path,
+            exc.problem,
+        )
+        for name in (DATA_FILE, "lock.mdb"):
+            (path.parent / name).unlink(missing_ok=True)
 
 
 def _check_store(data_dir: Path, rel: str, recorded: dict[str, Any] | None) -> None:

@@ -2,6 +2,10 @@
 
 Each row times the production function on generated data; nothing is stubbed out. Figures are
 best-of-N wall-clock runs, so a noisy neighbour can only make them look worse.
+
+The shard batch path runs twice over the same scans: with static credentials (cards) and with
+fresh signed QR codes (each verified once, claimed once), each run on its own fresh store, the two
+interleaved so that drift on a shared machine hits both alike.
 """
 
 from __future__ import annotations
@@ -15,19 +19,22 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
 from actors.codec import encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.shard import VenueShard, shard_of
 from actors.shard_store import BatchWrites, ShardStore
+from core import qr
 from core.clock import local_time
 from core.counters import CapacityCounters, warm
 from core.keys import request_key, usage_key
-from core.models import CapacityView, CredentialKind, Direction, Reason, Request, Usage
+from core.models import CapacityView, CredentialKind, Direction, QrPolicy, Reason, Request, Usage
 from core.population import generate_passes
 from core.records import Decision, LogRecord, RequestRecord
 from core.rules import decide
+from ops.qr import DEV_KEY_ID, ensure_dev_issuer_key, load_private_key
 
 
 @dataclass
@@ -69,8 +76,11 @@ class Fixture:
         writer.close()
         self.venues = sorted(self.province.venues)
 
-    def requests(self, n: int, venues: list[str]) -> list[Request]:
-        """Entries of distinct-ish passes at venues their product covers (mostly admits)."""
+    def requests(
+        self, n: int, venues: list[str], sign: Callable[[str], str] | None = None
+    ) -> list[Request]:
+        """Entries of distinct-ish passes at venues their product covers (mostly admits); with
+        `sign`, each presents the signed QR code `sign(pass_id)` instead of its first credential."""
         rows = []
         allowed = set(venues)
         for i in range(n):
@@ -79,8 +89,17 @@ class Fixture:
             venue = self.province.venues[covered[i % len(covered)] if covered else venues[0]]
             gate = sorted(venue.gates)[0]
             kind, value = p.credentials[0]
+            if sign is not None:
+                kind, value = CredentialKind.QR, sign(p.pass_id)
             rows.append(Request(f"b{i}", venue.venue_id, gate, kind, value))
         return rows
+
+    def fresh_data_dir(self, name: str) -> Path:
+        """An empty data directory that shares this fixture's catalog and issuer keys."""
+        path = self.data / name
+        path.mkdir()
+        (path / "catalog").symlink_to(self.data / "catalog")
+        return path
 
     def close(self) -> None:
         self.tmp.cleanup()
@@ -165,20 +184,80 @@ def bench_catalog(fx: Fixture) -> Row:
     return row
 
 
-def bench_shard(fx: Fixture, batch: int = 256) -> Row:
-    shard = VenueShard(0, 1, fx.province, str(fx.data), lambda: fx.now_ms)
-    mine = [v for v in fx.venues if shard_of(v, 1) == 0]
-    rows = fx.requests(batch * 200, mine)
-    payloads = [encode_batch(rows[i : i + batch]) for i in range(0, len(rows), batch)]
-
-    def run() -> int:
+def _time_shard(fx: Fixture, name: str, payloads: list[bytes], creds: Path) -> float:
+    """One pass of `payloads` through a new shard on a fresh store; its wall time."""
+    data = fx.fresh_data_dir(name)
+    shard = VenueShard(0, 1, fx.province, str(data), lambda: fx.now_ms, str(creds))
+    try:
+        t0 = time.perf_counter()
         for p in payloads:
             shard.decide_batch(p)
-        return len(rows)
+        return time.perf_counter() - t0
+    finally:
+        shard.close()
 
-    seconds, items = best_of(1, run)
-    shard.close()
-    return _row(f"shard batch path (batch {batch}, incl. LMDB commit)", seconds, items)
+
+def bench_shard_paths(
+    fx: Fixture, batch: int = 256, batches: int = 100, runs: int = 3
+) -> list[Row]:
+    """The shard batch path with static credentials and with fresh signed QR codes."""
+    creds = fx.data / "credentials"
+    key = load_private_key(ensure_dev_issuer_key(creds))
+    step = qr.step_at(fx.now_ms, QrPolicy())
+    mine = [v for v in fx.venues if shard_of(v, 1) == 0]
+    n = batch * batches
+    static = fx.requests(n, mine)
+    signed = fx.requests(n, mine, lambda pass_id: qr.encode(key, DEV_KEY_ID, pass_id, step))
+    kinds = {"static": static, "signed": signed}
+    payloads = {
+        name: [encode_batch(rows[i : i + batch]) for i in range(0, n, batch)]
+        for name, rows in kinds.items()
+    }
+    best = {name: float("inf") for name in kinds}
+    for r in range(runs):
+        for name in kinds:
+            best[name] = min(best[name], _time_shard(fx, f"{name}-{r}", payloads[name], creds))
+    drop = 1 - best["static"] / best["signed"]
+    return [
+        _row(f"shard batch path, static credentials (batch {batch}, incl. LMDB commit)",
+             best["static"], n),
+        _row(f"shard batch path, fresh signed QR codes (batch {batch}, incl. claims)",
+             best["signed"], n, f"{drop:.0%} lower throughput than static"),
+    ]  # fmt: skip
+
+
+def bench_qr_parts(n: int = 2000) -> list[Row]:
+    """Where a signed code's extra time goes: decoding it, and the one Ed25519 verification."""
+    key = Ed25519PrivateKey.generate()
+    codes = [qr.encode(key, DEV_KEY_ID, f"P{i:010d}", 59_666_666) for i in range(n)]
+    tokens = [qr.decode(c) for c in codes]
+    pub = key.public_key()
+
+    def decode_all() -> int:
+        for c in codes:
+            qr.decode(c)
+        return n
+
+    def verify_all() -> int:
+        for t in tokens:
+            assert t is not None
+            pub.verify(t.signature, t.signed)
+        return n
+
+    verifier = qr.Verifier({DEV_KEY_ID: pub.public_bytes_raw()}, cache_size=n)
+    for c in codes:
+        verifier.check(c)
+
+    def cached_all() -> int:
+        for c in codes:
+            verifier.check(c)
+        return n
+
+    return [
+        _row("signed QR code: decode (no cryptography)", *best_of(5, decode_all)),
+        _row("signed QR code: Ed25519 verify (cryptography/OpenSSL)", *best_of(5, verify_all)),
+        _row("signed QR code: verifier cache hit (retry, replay)", *best_of(5, cached_all)),
+    ]
 
 
 def run_all(n_passes: int = 50000) -> list[Row]:
@@ -186,7 +265,8 @@ def run_all(n_passes: int = 50000) -> list[Row]:
     try:
         rows = [bench_decide(fx), bench_counters(), bench_catalog(fx)]
         rows += [bench_commit(fx, size) for size in (1, 64, 256, 1024)]
-        rows.append(bench_shard(fx))
+        rows += bench_qr_parts()
+        rows += bench_shard_paths(fx)
         return rows
     finally:
         fx.close()

@@ -8,6 +8,7 @@ so an operator can fix the file without reading this code. The format is documen
 
 from __future__ import annotations
 
+import binascii
 import difflib
 import re
 import tomllib
@@ -29,15 +30,19 @@ from core.models import (
     PassStatus,
     Product,
     Province,
+    QrPolicy,
     Slot,
     Venue,
     VenueRule,
 )
+from core.qr import KEY_ID_RE, PUBLIC_KEY_BYTES
 
 PROVINCE_FILE = "province.toml"
 VENUES_FILE = "venues.toml"
 PRODUCTS_FILE = "products.toml"
 DEMO_PASSES_FILE = "demo_passes.toml"
+# Optional: public keys of signed-QR issuers (besides those in the credentials directory).
+QR_KEYS_FILE = "qr_keys.toml"
 CONFIG_FILES = (PROVINCE_FILE, VENUES_FILE, PRODUCTS_FILE)
 
 VENUE_KINDS = ("scenic_area", "museum", "library", "gallery", "zoo")
@@ -45,6 +50,9 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_RANGE_DAYS = 366
 MAX_TOLERANCE_MIN = 240
 MAX_PASSBACK_MIN = 24 * 60
+# Signed QR codes: real apps refresh every 30-60 s; a window of minutes would invite replays.
+MIN_QR_STEP_S, MAX_QR_STEP_S = 5, 600
+MAX_QR_SKEW_STEPS = 5
 
 _PROVINCE_KEYS = frozenset({"name", "default_timezone", "peak_days"})
 _VENUE_KEYS = frozenset(
@@ -77,7 +85,11 @@ _PASSBACK_KEYS = frozenset({"mode", "minutes"})
 _SLOT_KEYS = frozenset({"id", "start", "end", "capacity"})
 _TOLERANCE_KEYS = frozenset({"before", "after"})
 _ALERT_KEYS = frozenset({"yellow", "orange", "red"})
-_PRODUCT_KEYS = frozenset({"id", "name", "price_yuan", "default", "cover", "exclude", "credit"})
+_PRODUCT_KEYS = frozenset(
+    {"id", "name", "price_yuan", "default", "cover", "exclude", "credit", "qr"}
+)
+_QR_POLICY_KEYS = frozenset({"step_seconds", "skew_steps", "static"})
+_QR_KEY_KEYS = frozenset({"id", "public_key", "note"})
 _RULE_KEYS = frozenset(
     {
         "entries_per_period",
@@ -143,7 +155,8 @@ class _Invalid(ValueError):
 
 
 def parse_province(texts: Mapping[str, str], tz_factory: Callable[[str], tzinfo]) -> Province:
-    """Builds the validated `Province` from the texts of province/venues/products.toml."""
+    """Builds the validated `Province` from the texts of province/venues/products.toml (and of
+    qr_keys.toml when `texts` has it)."""
     docs = {name: _load(name, texts) for name in CONFIG_FILES}
     zones = _Zones(tz_factory)
     root = _Table(PROVINCE_FILE, "", docs[PROVINCE_FILE], _PROVINCE_KEYS)
@@ -153,7 +166,8 @@ def parse_province(texts: Mapping[str, str], tz_factory: Callable[[str], tzinfo]
     peak_days = _dates(root, "peak_days")
     venues = _parse_venues(docs[VENUES_FILE], default_tz, zones)
     products = _parse_products(docs[PRODUCTS_FILE], venues)
-    return Province(name, default_tz, venues, products, peak_days)
+    qr_keys = parse_qr_keys(texts[QR_KEYS_FILE]) if QR_KEYS_FILE in texts else {}
+    return Province(name, default_tz, venues, products, peak_days, qr_keys)
 
 
 def parse_demo_passes(text: str, province: Province | None = None) -> list[PassRecord]:
@@ -657,6 +671,7 @@ def _product(tbl: _Table, venues: dict[str, Venue]) -> Product:
     product_id = tbl.ident("id")
     name = tbl.text("name")
     price = _money(tbl, "price_yuan")
+    qr = _qr_policy(tbl.child("qr", _QR_POLICY_KEYS))
     credit = _credit(tbl.child("credit", _CREDIT_KEYS))
     default_tbl = tbl.child("default", _RULE_KEYS)
     default = _rule_fields(default_tbl) if default_tbl is not None else {}
@@ -675,7 +690,18 @@ def _product(tbl: _Table, venues: dict[str, Venue]) -> Product:
     if not covered:
         tbl.fail("cover", "covers no venue")
     rules = {vid: _rule(venues[vid], covered[vid], credit) for vid in venues if vid in covered}
-    return Product(product_id, name, rules, price, credit)
+    return Product(product_id, name, rules, price, credit, qr)
+
+
+def _qr_policy(tbl: _Table | None) -> QrPolicy:
+    base = QrPolicy()
+    if tbl is None:
+        return base
+    return QrPolicy(
+        step_seconds=tbl.number("step_seconds", base.step_seconds, MIN_QR_STEP_S, MAX_QR_STEP_S),
+        skew_steps=tbl.number("skew_steps", base.skew_steps, maximum=MAX_QR_SKEW_STEPS),
+        static=tbl.flag("static", base.static),
+    )
 
 
 def _rule_fields(tbl: _Table) -> _Fields:
@@ -763,6 +789,39 @@ def _credit(tbl: _Table | None) -> CreditPolicy | None:
         tiers.add(tier)
     groups = frozenset(tbl.texts("first_visit_free_groups"))
     return CreditPolicy(frozenset(tiers), _money(tbl, "debt_limit_yuan"), groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# qr_keys.toml
+
+
+def parse_qr_keys(text: str) -> dict[str, bytes]:
+    """Trusted signed-QR issuer keys: key id -> raw 32-byte Ed25519 public key."""
+    doc = _parse_toml(QR_KEYS_FILE, text)
+    root = _Table(QR_KEYS_FILE, "", doc, frozenset({"key"}))
+    keys: dict[str, bytes] = {}
+    seen: dict[str, str] = {}
+    for index, raw in root.tables("key"):
+        tbl = _Table(QR_KEYS_FILE, _item_path("key", index, raw), raw, _QR_KEY_KEYS)
+        key_id = tbl.text("id")
+        if not KEY_ID_RE.fullmatch(key_id):
+            tbl.fail("id", f"bad key id {key_id!r} (letters, digits, '.', '_', '-'; at most 32)")
+        _claim(tbl, seen, key_id, "key id", f"key[{index}]")
+        tbl.text("note", "")
+        keys[key_id] = tbl.convert("public_key", _public_key, tbl.text("public_key"))
+    return keys
+
+
+def _public_key(text: str) -> bytes:
+    """Base64 (standard or URL-safe, padding optional) of a raw Ed25519 public key."""
+    body = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        raw = binascii.a2b_base64(body + "=" * (-len(body) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise _Invalid(f"expected the base64 of a {PUBLIC_KEY_BYTES}-byte Ed25519 public key")
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ minutes after local midnight, instants are epoch milliseconds. Money is in fen (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from core.enums import (
@@ -99,12 +99,25 @@ class CreditPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class QrPolicy:
+    """How a product's QR codes are checked (`core.qr`)."""
+
+    # A signed code carries issue time // step_seconds; apps refresh it every step.
+    step_seconds: int = 30
+    # Steps of clock difference accepted either side of the server's current step.
+    skew_steps: int = 1
+    # Static QR values (a fixed string in the catalog) are accepted too.
+    static: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Product:
     product_id: str
     name: str
     venues: dict[str, VenueRule]
     price_fen: int = 0
     credit: CreditPolicy | None = None
+    qr: QrPolicy = QrPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,8 @@ class Province:
     venues: dict[str, Venue]
     products: dict[str, Product]
     peak_days: frozenset[int] = frozenset()
+    # Public keys (raw 32 bytes) of signed-QR issuers by key id, from qr_keys.toml.
+    qr_keys: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,7 @@ __all__ = [
     "PassbackMode",
     "Product",
     "Province",
+    "QrPolicy",
     "Reason",
     "Request",
     "Slot",

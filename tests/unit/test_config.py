@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors.config_files import DEFAULT_CONFIG_DIR, load_demo_passes, load_province
-from core.config import ConfigError, parse_demo_passes, parse_province
+from core.config import QR_KEYS_FILE, ConfigError, parse_demo_passes, parse_province
 from core.models import (
     UNLIMITED,
     AlertThresholds,
@@ -19,6 +19,7 @@ from core.models import (
     PassbackMode,
     PassStatus,
     Province,
+    QrPolicy,
 )
 
 PROVINCE = """\
@@ -527,3 +528,83 @@ def test_demo_credential_belongs_to_one_pass() -> None:
         parse_demo_passes(DEMO + DEMO.replace('"D1"', '"D2"'))
     assert info.value.key == 'pass "D2".card'
     assert "already belongs to 'D1'" in info.value.problem
+
+
+# ---------------------------------------------------------------------------------------------
+# QR codes: the product policy and qr_keys.toml
+
+KEY_B64 = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"  # RFC 8032 test 1 public key, base64url
+KEY_RAW = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+
+
+def test_qr_policy_defaults_and_overrides() -> None:
+    province = _parse(BASE)
+    assert province.products["annual"].qr == QrPolicy(30, 1, True)
+    assert province.qr_keys == {}
+    texts = _edit(
+        P, "price_yuan = 399\n", "price_yuan = 399\nqr = { step_seconds = 60, static = false }\n"
+    )
+    assert _parse(texts).products["annual"].qr == QrPolicy(60, 1, False)
+
+
+def test_sample_products_accept_the_static_demo_codes(sample: Province) -> None:
+    assert all(product.qr.static for product in sample.products.values())
+
+
+QR_BAD = [
+    ("qr = { step_seconds = 1 }", "qr.step_seconds", "at least 5"),
+    ("qr = { step_seconds = 3600 }", "qr.step_seconds", "at most 600"),
+    ("qr = { skew_steps = 9 }", "qr.skew_steps", "at most 5"),
+    ('qr = { static = "yes" }', "qr.static", "true or false"),
+    ("qr = { step_secs = 30 }", "qr.step_secs", "did you mean 'step_seconds'"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "fragment"), QR_BAD, ids=[b[1] + b[2] for b in QR_BAD])
+def test_bad_qr_policy_names_the_key(line: str, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _parse(_edit(P, "price_yuan = 399\n", f"price_yuan = 399\n{line}\n"))
+    assert info.value.file == P
+    assert info.value.key == f'product "annual".{key}', str(info.value)
+    assert fragment in info.value.problem, str(info.value)
+
+
+def test_qr_keys_parse_base64_in_either_alphabet() -> None:
+    std = KEY_B64.replace("-", "+").replace("_", "/") + "="
+    text = (
+        f'[[key]]\nid = "app-1"\npublic_key = "{KEY_B64}"\nnote = "issuing app"\n\n'
+        f'[[key]]\nid = "app-2"\npublic_key = "{std}"\n'
+    )
+    province = _parse({**BASE, QR_KEYS_FILE: text})
+    assert province.qr_keys == {"app-1": KEY_RAW, "app-2": KEY_RAW}
+
+
+QR_KEYS_BAD = [
+    (f'[[key]]\nid = "a b"\npublic_key = "{KEY_B64}"\n', "key[0].id", "bad key id"),
+    ('[[key]]\nid = "k1"\npublic_key = "c2hvcnQ"\n', 'key "k1".public_key', "32-byte"),
+    ('[[key]]\nid = "k1"\npublic_key = "!!"\n', 'key "k1".public_key', "32-byte"),
+    (f'[[key]]\nid = "k1"\npublic_key = "{KEY_B64}"\nkind = 1\n', 'key "k1".kind', "unknown key"),
+    (
+        f'[[key]]\nid = "k1"\npublic_key = "{KEY_B64}"\n[[key]]\nid = "k1"\n'
+        f'public_key = "{KEY_B64}"\n',
+        'key "k1".id',
+        "duplicate key id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), QR_KEYS_BAD, ids=[b[2] for b in QR_KEYS_BAD])
+def test_bad_qr_keys_name_the_key(text: str, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _parse({**BASE, QR_KEYS_FILE: text})
+    assert info.value.file == QR_KEYS_FILE
+    assert info.value.key == key, str(info.value)
+    assert fragment in info.value.problem, str(info.value)
+
+
+def test_qr_keys_file_is_optional_on_disk(tmp_path: Path) -> None:
+    for name, text in BASE.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert load_province(tmp_path).qr_keys == {}
+    (tmp_path / QR_KEYS_FILE).write_text(f'[[key]]\nid = "k1"\npublic_key = "{KEY_B64}"\n')
+    assert load_province(tmp_path).qr_keys == {"k1": KEY_RAW}

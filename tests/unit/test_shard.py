@@ -3,23 +3,30 @@ capacity, reservations and restart. No Ray."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_decisions, encode_batch
 from actors.errors import StorageError
-from actors.shard import VenueShard
+from actors.shard import VenueShard, shard_of
+from core import qr
 from core.models import (
     AntiPassback,
     CredentialKind,
     PassbackMode,
     Product,
     Province,
+    QrPolicy,
     Reason,
     Slot,
     Venue,
@@ -363,3 +370,198 @@ def test_stored_records_carry_their_version(data_dir: Path) -> None:
     assert raw[0] == "log/1"
     with pytest.raises(msgspec.ValidationError):
         decoder(LogRecord).decode(msgspec.msgpack.encode(["log/2", *raw[1:]]))
+
+
+# -- signed QR codes ----------------------------------------------------------------------------
+
+QR_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+QR = QrPolicy(step_seconds=30, skew_steps=1, static=True)
+
+
+def _qr_province() -> Province:
+    base = _province()
+    covered = dict(base.products["annual"].venues)
+    dynamic = Product("dynamic", "Dynamic", covered, qr=QrPolicy(30, 1, static=False))
+    return dataclasses.replace(base, products={**base.products, "dynamic": dynamic})
+
+
+def _write_issuer(creds: Path, key_id: str, key: Ed25519PrivateKey) -> None:
+    qr_dir = creds / "qr"
+    qr_dir.mkdir(parents=True, exist_ok=True)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (qr_dir / f"{key_id}.pub").write_bytes(pem)
+
+
+@pytest.fixture
+def qr_data(data_dir: Path) -> Path:
+    """The shard fixture's catalog plus signed-code passes, and the issuer key `dev1`."""
+    writer = CatalogWriter(catalog_path(data_dir))
+    valid = (date(2026, 1, 1).toordinal(), date(2027, 12, 31).toordinal())
+    writer.upsert(
+        [PassRecord(f"D{i}", "dynamic", ((CredentialKind.QR, f"DQ{i}"),), *valid) for i in range(5)]
+        + [PassRecord("S0", "annual", ((CredentialKind.QR, "SQ0"),), *valid)]
+    )
+    writer.close()
+    _write_issuer(data_dir / "credentials", "dev1", QR_KEY)
+    return data_dir
+
+
+def _qr_shard(data: Path, shard_id: int = 0, n_shards: int = 1) -> VenueShard:
+    creds = str(data / "credentials")
+    return VenueShard(shard_id, n_shards, _qr_province(), str(data), Clock(), creds)
+
+
+def _code(pass_id: str, at_ms: int = NOW_MS, key: Any = QR_KEY, key_id: str = "dev1") -> str:
+    return qr.encode(key, key_id, pass_id, qr.step_at(at_ms, QR))
+
+
+def _scan(rid: str, venue: str, value: str, gate: str = "g1", **kw: Any) -> Request:
+    direction: Any = 2 if kw.get("exit_") else 1
+    kind = kw.get("kind", CredentialKind.QR)
+    return Request(rid, venue, f"{venue}-{gate}", kind, value, direction, 0, kw.get("dry", False))
+
+
+def test_a_signed_code_admits_once_and_again_at_another_gate_is_a_replay(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    code = _code("D0")
+    [ok] = _decide(shard, _scan("r1", "lake", code))
+    assert ok.allowed and ok.reason == Reason.OK and ok.pass_id == "D0"
+    [again] = _decide(shard, _scan("r2", "lake", code, gate="g2"))
+    assert not again.allowed and again.reason == Reason.REPLAYED_CODE
+    assert again.pass_id == "D0" and "refresh" in again.message
+    # The gate's retry of its own request is answered from its record, not as a replay.
+    [retry] = _decide(shard, _scan("r1", "lake", code))
+    assert retry == ok
+    assert shard.stored_admits() == 1
+
+
+def test_one_code_twice_in_one_batch_admits_once(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    code = _code("D1")
+    first, second = _decide(shard, _scan("r1", "lake", code), _scan("r1", "hard", code, gate="g2"))
+    assert first.allowed and second.reason == Reason.REPLAYED_CODE
+    assert shard.stored_admits() == 1
+
+
+def test_a_code_used_on_one_shard_is_a_replay_on_another(tmp_path: Path) -> None:
+    writer = CatalogWriter(catalog_path(tmp_path))
+    valid = (date(2026, 1, 1).toordinal(), date(2027, 12, 31).toordinal())
+    writer.upsert([PassRecord("D0", "dynamic", ((CredentialKind.CARD, "DC0"),), *valid)])
+    writer.close()
+    _write_issuer(tmp_path / "credentials", "dev1", QR_KEY)
+    owners = {v: shard_of(v, 2) for v in _province().venues}
+    venue_0 = next(v for v, s in owners.items() if s == 0)
+    venue_1 = next(v for v, s in owners.items() if s == 1)
+    code = _code("D0")
+    # One process opens a catalog once, so the shards take turns here; in the server each shard
+    # is its own process and they share the claims store at the same time.
+    shard_0 = _qr_shard(tmp_path, 0, 2)
+    [ok] = _decide(shard_0, _scan("r1", venue_0, code))
+    shard_0.close()
+    shard_1 = _qr_shard(tmp_path, 1, 2)
+    [replay] = _decide(shard_1, _scan("r1", venue_1, code))
+    assert ok.allowed and replay.reason == Reason.REPLAYED_CODE
+    # Claims are stored: a restarted shard still knows the code was used.
+    shard_1.close()
+    [after] = _decide(_qr_shard(tmp_path, 1, 2), _scan("r2", venue_1, code, gate="g2"))
+    assert after.reason == Reason.REPLAYED_CODE
+
+
+def _tampered(code: str) -> str:
+    body = code[len(qr.PREFIX) :]
+    raw = bytearray(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    raw[-1] ^= 0x01  # one bit of the signature
+    return qr.PREFIX + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+def test_bad_codes_are_invalid_and_name_no_pass(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    other = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    cases = {
+        "tampered": _tampered(_code("D0")),
+        "wrong key": _code("D0", key=other),
+        "unknown key id": _code("D0", key_id="nope"),
+        "malformed": qr.PREFIX + "AAAA",
+        "unknown pass": _code("NO-SUCH-PASS"),
+    }
+    out = _decide(shard, *[_scan(f"r{i}", "lake", c) for i, c in enumerate(cases.values())])
+    for name, d in zip(cases, out, strict=True):
+        assert (d.allowed, d.reason, d.pass_id) == (False, Reason.INVALID_CODE, ""), name
+    assert shard.stored_admits() == 0
+    # None of them claimed anything: the genuine code still admits.
+    [ok] = _decide(shard, _scan("ok", "lake", _code("D0")))
+    assert ok.allowed
+
+
+def test_a_code_outside_its_window_is_expired(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    old, edge, future = (_code("D0", NOW_MS + s * 30_000) for s in (-2, -1, 2))
+    out = _decide(
+        shard, _scan("r1", "lake", old), _scan("r2", "lake", edge), _scan("r3", "lake", future)
+    )
+    assert [d.reason for d in out] == [Reason.CODE_EXPIRED, Reason.OK, Reason.CODE_EXPIRED]
+    assert "refresh" in out[0].message and "clock" in out[2].message
+
+
+def test_static_qr_values_follow_the_products_policy(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    static_off, static_on, card = _decide(
+        shard,
+        _scan("r1", "lake", "DQ0"),
+        _scan("r2", "lake", "SQ0"),
+        _scan("r3", "lake", "C1", kind=CredentialKind.CARD),
+    )
+    assert static_off.reason == Reason.INVALID_CODE and static_off.pass_id == ""
+    assert static_on.allowed and card.allowed
+
+
+def test_a_dry_run_checks_the_claim_but_makes_none(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    code = _code("D2")
+    [dry] = _decide(shard, _scan("r1", "lake", code, dry=True))
+    [real] = _decide(shard, _scan("r2", "lake", code, gate="g2"))
+    [dry_after] = _decide(shard, _scan("r3", "lake", code, dry=True))
+    assert dry.allowed and real.allowed and dry_after.reason == Reason.REPLAYED_CODE
+
+
+def test_an_exit_with_a_bad_code_lets_the_holder_out_unmatched(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    [out] = _decide(shard, _scan("x1", "small", _tampered(_code("D3")), exit_=True))
+    assert out.allowed and out.pass_id == ""
+    status = shard.venue_status("small")
+    assert status is not None and status["unmatched_exits_today"] == 1
+
+
+def test_a_key_added_for_a_rotation_is_trusted_without_a_restart(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    new = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
+    [before] = _decide(shard, _scan("r1", "lake", _code("D4", key=new, key_id="rot2")))
+    assert before.reason == Reason.INVALID_CODE
+    _write_issuer(qr_data / "credentials", "rot2", new)
+    qr_dir = qr_data / "credentials" / "qr"
+    stat = qr_dir.stat()  # coarse mtime ticks: make the change visible for certain
+    os.utime(qr_dir, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    new_key, old_key = _decide(
+        shard,
+        _scan("r2", "lake", _code("D4", key=new, key_id="rot2")),
+        _scan("r3", "lake", _code("D3")),
+    )
+    assert new_key.allowed and old_key.allowed
+
+
+def test_a_request_id_reused_in_one_batch_claims_no_code(qr_data: Path) -> None:
+    shard = _qr_shard(qr_data)
+    code = _code("D0")
+    card, reused, twin_a, twin_b = _decide(
+        shard,
+        _scan("r1", "lake", "C1", kind=CredentialKind.CARD),
+        _scan("r1", "lake", code),
+        _scan("r2", "lake", _code("D1")),
+        _scan("r2", "lake", _code("D1")),
+    )
+    assert card.allowed and reused.invalid
+    assert twin_a.allowed and twin_b == twin_a  # the same scan twice: one decision
+    [elsewhere] = _decide(shard, _scan("r9", "hard", code))
+    assert elsewhere.allowed  # the refused reuse did not burn the code
