@@ -1,14 +1,20 @@
 """The transport limit: a bare grpc.aio + uvloop server on the passgate.v1 Gate proto.
 
 It answers every scan "allowed" without deciding anything, so a load run against it measures only
-gRPC, protobuf, the event loop and the load generator. Driving it and passgate with the same
-generator at the same rate and process count gives the ratio passgate / echo.
+gRPC, TLS, the bearer-token check, protobuf, the event loop and the load generator. Driving it and
+passgate with the same generator at the same rate and process count gives the ratio passgate / echo.
 
-    python -m bench.echo_server --port 50061 --procs 2
+Like for like: it serves TLS with the same server certificate as passgate (`server.pem` and
+`server.key` of the credentials directory) and requires the same bearer token, checked by the same
+code (actors.auth.Authenticator: the signature once per token, then a cache lookup per call, and
+the method table for unary calls). With --insecure it serves plaintext and still requires the
+token, as passgate does.
+
+    python -m bench.echo_server --port 50061 --procs 2 [--credentials DIR] [--insecure]
 
 With --procs N, N processes bind the same port with SO_REUSEPORT (as passgate's ingress does) and
 the kernel spreads connections over them. `running_echo()` starts it in a subprocess for a load
-run or a test; `start_in_thread()` runs one in-process server on a background thread.
+run or a test.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +39,9 @@ from typing import Any
 import grpc
 import uvloop
 
+from actors.auth import SERVER_CERT, SERVER_KEY, Authenticator, authorize
+from actors.errors import PermissionDenied, Unauthenticated
+from ops.channels import default_credentials_dir
 from proto.passgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 
 READY_LINE = "echo ready on port"
@@ -44,6 +54,8 @@ SERVER_OPTIONS = [
     ("grpc.max_concurrent_streams", 1024),
 ]
 ROOT = Path(__file__).resolve().parents[1]
+VALIDATE = "/passgate.v1.Gate/Validate"
+ANNUL = "/passgate.v1.Gate/Annul"
 
 
 def _decision(req: gate_pb2.ValidateRequest) -> gate_pb2.Decision:
@@ -58,11 +70,32 @@ def _decision(req: gate_pb2.ValidateRequest) -> gate_pb2.Decision:
 
 
 class EchoGate(gate_pb2_grpc.GateServicer):
-    """Gate with no state and no rules: one Decision per request, request_id copied."""
+    """Gate with no state and no rules: one Decision per request, request_id copied, after the
+    caller's token passed the same check as at passgate."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    def _refusal(
+        self, context: grpc.aio.ServicerContext, method: str | None = None, request: Any = None
+    ) -> tuple[grpc.StatusCode, str] | None:
+        """Why the call is refused (code, message), or None. Streams pass no method: passgate
+        checks their items one by one, which for the load test's admin token is a no-op."""
+        try:
+            principal = self._auth.authenticate(context.invocation_metadata())
+            if method is not None:
+                authorize(principal, method, request)
+        except Unauthenticated as exc:
+            return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+        except PermissionDenied as exc:
+            return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+        return None
 
     async def Validate(
         self, request: gate_pb2.ValidateRequest, context: grpc.aio.ServicerContext
     ) -> gate_pb2.Decision:
+        if (refused := self._refusal(context, VALIDATE, request)) is not None:
+            await context.abort(*refused)
         return _decision(request)
 
     async def ValidateStream(
@@ -70,12 +103,16 @@ class EchoGate(gate_pb2_grpc.GateServicer):
         request_iterator: AsyncIterator[gate_pb2.ValidateRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[gate_pb2.Decision]:
+        if (refused := self._refusal(context)) is not None:
+            await context.abort(*refused)
         async for req in request_iterator:
             yield _decision(req)
 
     async def ValidateBatch(
         self, request: gate_pb2.ValidateBatchRequest, context: grpc.aio.ServicerContext
     ) -> gate_pb2.ValidateBatchResponse:
+        if (refused := self._refusal(context)) is not None:
+            await context.abort(*refused)
         n = len(request.requests)
         if n > MAX_BATCH_ITEMS:
             text = f"requests: batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}"
@@ -85,22 +122,52 @@ class EchoGate(gate_pb2_grpc.GateServicer):
     async def Annul(
         self, request: gate_pb2.AnnulRequest, context: grpc.aio.ServicerContext
     ) -> gate_pb2.AnnulResponse:
+        if (refused := self._refusal(context, ANNUL, request)) is not None:
+            await context.abort(*refused)
         return gate_pb2.AnnulResponse(annulled=False, reason="echo server keeps no entries")
 
 
-async def start_server(host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.aio.Server, int]:
+@dataclass(frozen=True)
+class Security:
+    """Where the server certificate, key and token-signing key are, and whether to serve
+    plaintext (tokens are required either way)."""
+
+    credentials: Path
+    insecure: bool = False
+
+    def can_serve(self) -> bool:
+        files = [self.credentials / "token-signing.pub"]
+        if not self.insecure:
+            files += [self.credentials / SERVER_CERT, self.credentials / SERVER_KEY]
+        return all(f.is_file() for f in files)
+
+
+def _bind(server: grpc.aio.Server, address: str, security: Security) -> int:
+    if security.insecure:
+        return server.add_insecure_port(address)
+    key = (security.credentials / SERVER_KEY).read_bytes()
+    cert = (security.credentials / SERVER_CERT).read_bytes()
+    return server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+
+
+async def start_server(
+    security: Security, host: str = "127.0.0.1", port: int = 0
+) -> tuple[grpc.aio.Server, int]:
     """Starts one echo server on the running loop; returns it and the bound port."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    gate_pb2_grpc.add_GateServicer_to_server(EchoGate(), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    auth = Authenticator.from_dir(security.credentials)
+    gate_pb2_grpc.add_GateServicer_to_server(EchoGate(auth), server)
+    bound = _bind(server, f"{host}:{port}", security)
     if bound == 0:
         raise OSError(f"echo server could not bind {host}:{port}")
     await server.start()
     return server, bound
 
 
-async def _serve_until_signalled(host: str, port: int, ready: Any = None) -> None:
-    server, bound = await start_server(host, port)
+async def _serve_until_signalled(
+    security: Security, host: str, port: int, ready: Any = None
+) -> None:
+    server, bound = await start_server(security, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,8 +178,8 @@ async def _serve_until_signalled(host: str, port: int, ready: Any = None) -> Non
     await server.stop(1.0)
 
 
-def _child(host: str, port: int, ready: Any) -> None:
-    uvloop.run(_serve_until_signalled(host, port, ready))
+def _child(security: Security, host: str, port: int, ready: Any) -> None:
+    uvloop.run(_serve_until_signalled(security, host, port, ready))
 
 
 @contextlib.contextmanager
@@ -125,7 +192,7 @@ def _reserved_port(host: str, port: int) -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def serve_procs(host: str, port: int, procs: int) -> int:
+def serve_procs(security: Security, host: str, port: int, procs: int) -> int:
     """Runs `procs` echo processes on one port until SIGINT/SIGTERM; returns an exit code."""
     ctx = mp.get_context("spawn")
     ready = ctx.Queue()
@@ -136,7 +203,7 @@ def serve_procs(host: str, port: int, procs: int) -> int:
     try:
         with _reserved_port(host, port) as fixed:
             for _ in range(procs):
-                child = ctx.Process(target=_child, args=(host, fixed, ready), daemon=True)
+                child = ctx.Process(target=_child, args=(security, host, fixed, ready), daemon=True)
                 child.start()
                 children.append(child)
             for _ in range(procs):
@@ -163,34 +230,6 @@ def _stop_children(children: list[Any]) -> None:
             child.join(timeout=5)
 
 
-@dataclass
-class ThreadedEcho:
-    """An in-process echo server on its own thread and uvloop loop."""
-
-    port: int
-    _loop: asyncio.AbstractEventLoop
-    _server: grpc.aio.Server
-    _thread: threading.Thread
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        done = asyncio.run_coroutine_threadsafe(self._server.stop(0.5), self._loop)
-        done.result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-
-def start_in_thread(host: str = "127.0.0.1", port: int = 0) -> ThreadedEcho:
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="echo-server", daemon=True)
-    thread.start()
-    server, bound = asyncio.run_coroutine_threadsafe(start_server(host, port), loop).result(10)
-    return ThreadedEcho(bound, loop, server, thread)
-
-
 def _pump(proc: subprocess.Popen[str], port: list[int], ready: threading.Event) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -199,10 +238,50 @@ def _pump(proc: subprocess.Popen[str], port: list[int], ready: threading.Event) 
             ready.set()
 
 
+@dataclass(frozen=True)
+class EchoTarget:
+    """A running echo server: where it listens and the credentials its clients use."""
+
+    target: str
+    credentials: Path
+    insecure: bool
+
+
 @contextlib.contextmanager
-def running_echo(procs: int = 1, host: str = "127.0.0.1") -> Iterator[str]:
-    """Starts `python -m bench.echo_server` in its own process group; yields "host:port"."""
+def running_echo(
+    procs: int = 1,
+    host: str = "127.0.0.1",
+    credentials: Path | None = None,
+    insecure: bool = False,
+) -> Iterator[EchoTarget]:
+    """Starts `python -m bench.echo_server` in its own process group. It serves with
+    `credentials` (normally passgate's own, so the comparison is like for like); when that
+    directory cannot serve (None, or no server key: a client-only copy), with a fresh set of
+    development credentials made the same way, in a temporary directory."""
+    with contextlib.ExitStack() as stack:
+        security = Security(credentials or Path("-"), insecure)
+        if credentials is None or not security.can_serve():
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="passgate-echo-")))
+            security = Security(fresh_credentials(home / "credentials"), insecure)
+        yield stack.enter_context(_echo_process(procs, host, security))
+
+
+def fresh_credentials(creds_dir: Path) -> Path:
+    """Development credentials (CA, server certificate, signing key, tokens) in `creds_dir`,
+    made by the same code as passgate's first start."""
+    from actors.config_files import DEFAULT_CONFIG_DIR, load_province
+    from ops.credentials import ensure_dev_credentials
+
+    ensure_dev_credentials(creds_dir, load_province(DEFAULT_CONFIG_DIR))
+    return creds_dir
+
+
+@contextlib.contextmanager
+def _echo_process(procs: int, host: str, security: Security) -> Iterator[EchoTarget]:
     cmd = [sys.executable, "-m", "bench.echo_server", "--host", host, "--port", "0"]
+    cmd += ["--credentials", str(security.credentials)]
+    if security.insecure:
+        cmd.append("--insecure")
     proc = subprocess.Popen(
         [*cmd, "--procs", str(procs)],
         cwd=ROOT,
@@ -218,7 +297,7 @@ def running_echo(procs: int = 1, host: str = "127.0.0.1") -> Iterator[str]:
         while not ready.wait(0.1):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"echo server did not start (exit code {proc.poll()})")
-        yield f"{host}:{port[0]}"
+        yield EchoTarget(f"{host}:{port[0]}", security.credentials, security.insecure)
     finally:
         _stop_group(proc)
 
@@ -242,10 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=50061, help="port (0 = any free port)")
     p.add_argument("--procs", type=int, default=1, help="processes sharing the port")
+    p.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="passgate's credentials directory (default: $PASSGATE_CREDENTIALS, else "
+        "./data/credentials): its server.pem/server.key and token-signing.pub",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="plaintext (the token is still required)"
+    )
     args = p.parse_args(argv)
     if args.procs < 1:
         p.error("--procs must be at least 1")
-    return serve_procs(args.host, args.port, args.procs)
+    security = Security(args.credentials or default_credentials_dir(), args.insecure)
+    if not security.can_serve():
+        p.error(f"no server certificate, key or token-signing key in {security.credentials}")
+    if security.insecure:
+        print("WARNING: echo server serving plaintext (--insecure)", file=sys.stderr, flush=True)
+    return serve_procs(security, args.host, args.port, args.procs)
 
 
 if __name__ == "__main__":

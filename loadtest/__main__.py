@@ -1,8 +1,10 @@
 """Command line: `python -m loadtest [--target HOST:PORT] [--profile ...] [--mode ...] ...`
 
 Without --target it starts passgate itself (run_cluster.py on free ports, frozen at 10:00 on the
-next peak day), imports the population, runs the profile, prints the markdown summary and writes
-results/<profile>-<mode>-<timestamp>.{json,md,png}.
+next peak day, with development credentials of its own), imports the population, runs the
+profile, prints the markdown summary and writes results/<profile>-<mode>-<timestamp>.{json,md,png}.
+Every call goes over TLS with the admin token; with --target the credentials are found as every
+passgate client finds them ($PASSGATE_CREDENTIALS, else ./data/credentials, or --credentials).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from loadtest import client
 from loadtest.config import MODES, SEED, LoadConfig, default_workers
 from loadtest.profiles import PROFILES
 
@@ -100,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
     )
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    client.add_arguments(p, self_started=True)
     a = p.parse_args(argv)
     cfg = LoadConfig(
         target=a.target,
@@ -133,6 +137,9 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         echo_procs=a.echo_procs,
         results_dir=a.results,
         live=not a.quiet,
+        credentials=a.credentials,
+        identity=a.identity,
+        insecure=a.insecure,
     )
     try:
         cfg.check()

@@ -1,7 +1,7 @@
 """Overload, measured: a burst of N Validate calls at once, each with a short deadline.
 
     python -m loadtest.burst [--target HOST:PORT] [--calls 5000] [--deadline-ms 200]
-                             [--concurrency 200]
+                             [--concurrency 200] [--credentials DIR] [--insecure]
 
 At most --concurrency calls are outstanding at once (like `ghz -c`); a call's deadline starts when
 it is sent. A Python client cannot itself send 5,000 calls in the same instant and read their
@@ -12,7 +12,8 @@ Every call names its own pass (imported first), so afterwards GetPass tells exac
 were committed. Prints how many calls were answered before their deadline (OK or
 RESOURCE_EXHAUSTED) and checks the promises of admission control: no call told RESOURCE_EXHAUSTED
 was committed, every admit that was answered was committed. Exit status 1 when a promise breaks.
-Without --target it starts passgate itself on 127.0.0.1 (test province, frozen clock).
+Without --target it starts passgate itself on 127.0.0.1 (test province, frozen clock). Calls go
+over TLS with the admin token (loadtest/client.py says where the credentials are found).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import grpc
 
+from loadtest import client
+from loadtest.client import ClientAuth, Metadata
 from loadtest.server import running_passgate
 from proto.passgate.v1 import (
     common_pb2,
@@ -95,15 +98,20 @@ def _records(tag: str, n: int) -> list[passes_pb2.PassRecord]:
 
 
 async def _one(
-    stub: gate_pb2_grpc.GateStub, tag: str, i: int, deadline_s: float, sem: asyncio.Semaphore
+    stub: gate_pb2_grpc.GateStub,
+    tag: str,
+    i: int,
+    deadline_s: float,
+    sem: asyncio.Semaphore,
+    metadata: Metadata,
 ) -> tuple[str, bool]:
     """(status name, allowed)."""
     async with sem:
-        return await _call(stub, tag, i, deadline_s)
+        return await _call(stub, tag, i, deadline_s, metadata)
 
 
 async def _call(
-    stub: gate_pb2_grpc.GateStub, tag: str, i: int, deadline_s: float
+    stub: gate_pb2_grpc.GateStub, tag: str, i: int, deadline_s: float, metadata: Metadata
 ) -> tuple[str, bool]:
     req = gate_pb2.ValidateRequest(
         request_id=f"burst-{tag}-{i}",
@@ -112,24 +120,27 @@ async def _call(
         credential=common_pb2.Credential(kind=CARD, value=f"CARD-{_pass_id(tag, i)}"),
     )
     try:
-        d = await stub.Validate(req, timeout=deadline_s)
+        d = await stub.Validate(req, timeout=deadline_s, metadata=metadata)
         return "OK", d.allowed
     except grpc.aio.AioRpcError as err:
         return err.code().name, False
 
 
 async def _burst(
-    target: str, calls: int, deadline_ms: int, channels: int, concurrency: int
+    target: str, calls: int, deadline_ms: int, channels: int, concurrency: int, auth: ClientAuth
 ) -> BurstResult:
     tag = uuid.uuid4().hex[:8]
     result = BurstResult(calls, deadline_ms)
+    md = auth.metadata
+    # The token goes as plain metadata: call credentials would add client CPU to every call.
     chans = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        auth.lean_aio_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(channels)
     ]
     try:
         passes = passes_pb2_grpc.PassesStub(chans[0])
-        summary = await passes.UpsertPasses(iter(_records(tag, calls)), timeout=120)
+        records = iter(_records(tag, calls))
+        summary = await passes.UpsertPasses(records, timeout=120, metadata=md)
         if summary.upserted != calls:
             raise SystemExit(f"import failed: {list(summary.errors)[:3]}")
         stubs = [gate_pb2_grpc.GateStub(c) for c in chans]
@@ -138,10 +149,10 @@ async def _burst(
         sem = asyncio.Semaphore(concurrency)
         t0 = time.monotonic()
         outcomes = await asyncio.gather(
-            *(_one(stubs[i % channels], tag, i, deadline_ms / 1000, sem) for i in range(calls))
+            *(_one(stubs[i % channels], tag, i, deadline_ms / 1000, sem, md) for i in range(calls))
         )
         result.elapsed_s = time.monotonic() - t0
-        await _verify(passes, tag, outcomes, result)
+        await _verify(passes, tag, outcomes, result, md)
     finally:
         for c in chans:
             await c.close()
@@ -153,12 +164,14 @@ async def _verify(
     tag: str,
     outcomes: list[tuple[str, bool]],
     result: BurstResult,
+    metadata: Metadata,
 ) -> None:
     sem = asyncio.Semaphore(32)
 
     async def committed(i: int) -> bool:
+        ref = passes_pb2.PassRef(pass_id=_pass_id(tag, i))
         async with sem:
-            view = await passes.GetPass(passes_pb2.PassRef(pass_id=_pass_id(tag, i)), timeout=30)
+            view = await passes.GetPass(ref, timeout=30, metadata=metadata)
         return any(u.venue_id == VENUE and u.entries > 0 for u in view.usage)
 
     for code, _ in outcomes:
@@ -177,9 +190,16 @@ async def _verify(
 
 
 def run_burst(
-    target: str, calls: int, deadline_ms: int, channels: int = 4, concurrency: int = 200
+    target: str,
+    calls: int,
+    deadline_ms: int,
+    channels: int = 4,
+    concurrency: int = 200,
+    auth: ClientAuth | None = None,
 ) -> BurstResult:
-    return asyncio.run(_burst(target, calls, deadline_ms, channels, concurrency))
+    """`auth` None: the default credentials (client.ClientAuth.find)."""
+    who = auth if auth is not None else ClientAuth.find()
+    return asyncio.run(_burst(target, calls, deadline_ms, channels, concurrency, who))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,15 +209,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-ms", type=int, default=200)
     p.add_argument("--channels", type=int, default=4)
     p.add_argument("--concurrency", type=int, default=200, help="calls outstanding at once")
+    client.add_arguments(p, self_started=True)
     args = p.parse_args(argv)
     if not 1 <= args.calls <= 100_000:
         p.error("--calls must be between 1 and 100000")
+    target, auth = args.target, None
+    if target is not None:
+        try:
+            auth = ClientAuth.find(args.credentials, args.identity, args.insecure).require()
+        except FileNotFoundError as exc:
+            p.error(str(exc))
     with contextlib.ExitStack() as stack:
-        target = args.target
-        if target is None:
+        if target is None or auth is None:
             extra = ["--shards", "2", "--frozen-clock", FROZEN]
-            target = stack.enter_context(running_passgate(extra, TEST_PROVINCE)).target
-        result = run_burst(target, args.calls, args.deadline_ms, args.channels, args.concurrency)
+            extra += ["--insecure"] if args.insecure else []
+            started = running_passgate(extra, TEST_PROVINCE, credentials=args.credentials)
+            server = stack.enter_context(started)
+            target, auth = server.target, server.auth(args.identity)
+        result = run_burst(
+            target, args.calls, args.deadline_ms, args.channels, args.concurrency, auth
+        )
     print(result.summary())
     return 0 if result.promises_kept else 1
 

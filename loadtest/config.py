@@ -69,6 +69,12 @@ class LoadConfig:
     echo_procs: int | None = None
     results_dir: Path | None = Path("results")
     live: bool = True
+    # How clients reach the server (loadtest/client.py). A self-started server makes its own
+    # credentials; with --target, None means $PASSGATE_CREDENTIALS, else ./data/credentials.
+    credentials: Path | None = None
+    identity: str = "admin"
+    # Plaintext: with --target, a server started with --insecure; self-started, start it so.
+    insecure: bool = False
 
     @property
     def self_started(self) -> bool:
@@ -147,6 +153,8 @@ class LoadConfig:
             "passes": self.population,
             "sim_instant": sim.isoformat(),
             "clock": "frozen" if self.frozen_clock_used else "server",
+            "transport": "plaintext" if self.insecure else "TLS",
+            "identity": self.identity,
         }
 
     @property

@@ -7,7 +7,8 @@ gates scan well-formed requests alongside. Prints the inputs tried, the answers 
 and a verdict over every check, writes results/fuzz-<time>.json, and exits non-zero when any
 check fails. Without --target it starts passgate itself (the test province, two shards, its
 clock frozen at 10:00 on a peak day); a --target must run that same province and serve nobody
-else. See loadtest/README.md.
+else. Every call, hostile or canary, goes over TLS with the admin token (loadtest/client.py), so
+hostile inputs reach the decoders and rules behind the authentication. See loadtest/README.md.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loadtest import fuzz_report, fuzz_state
+from loadtest import client, fuzz_report, fuzz_state
 from loadtest import fuzz_world as w
+from loadtest.client import ClientAuth
 from loadtest.fuzz_campaign import Budget, Campaign
 from loadtest.fuzz_inputs import Ctx
 from loadtest.server import running_passgate
@@ -54,42 +56,55 @@ class FuzzConfig:
     server_args: list[str] = field(default_factory=list)
     results_dir: Path | None = Path("results")
     quiet: bool = False
+    # With --target: how to reach it (None: $PASSGATE_CREDENTIALS, else ./data/credentials).
+    credentials: Path | None = None
+    identity: str = "admin"
+    insecure: bool = False
 
 
 def run_fuzz(cfg: FuzzConfig) -> dict[str, Any]:
     """Runs one campaign (starting a server unless cfg.target) and returns its report."""
     if cfg.target is not None:
-        return _run(cfg, cfg.target, "external", lambda: True)
+        auth = ClientAuth.find(cfg.credentials, cfg.identity, cfg.insecure).require()
+        return _run(cfg, cfg.target, auth, "external", lambda: True)
     args = ["--shards", str(cfg.shards), "--frozen-clock", w.FROZEN_CLOCK, *cfg.server_args]
-    with running_passgate(args, w.TEST_PROVINCE, log=not cfg.quiet) as srv:
-        report = _run(cfg, srv.target, "self-started", lambda: srv.proc.poll() is None)
+    if cfg.insecure:
+        args.append("--insecure")
+    started = running_passgate(
+        args, w.TEST_PROVINCE, log=not cfg.quiet, credentials=cfg.credentials
+    )
+    with started as srv:
+        auth = srv.auth(cfg.identity)
+        report = _run(cfg, srv.target, auth, "self-started", lambda: srv.proc.poll() is None)
         if report["failures"]:
             report["server_output_tail"] = srv.tail(30).splitlines()
         return report
 
 
-def _run(cfg: FuzzConfig, target: str, server: str, alive: Callable[[], bool]) -> dict[str, Any]:
+def _run(
+    cfg: FuzzConfig, target: str, auth: ClientAuth, server: str, alive: Callable[[], bool]
+) -> dict[str, Any]:
     started = datetime.now().astimezone()
     # Fresh ids for every run against a long-lived target; a self-started server is empty.
     token = f"{cfg.seed:x}" if server == "self-started" else f"{cfg.seed:x}.{int(time.time()):x}"
-    with grpc.insecure_channel(target) as channel:
+    with auth.channel(target) as channel:
         setup = fuzz_state.setup_world(channel, token)
         before = fuzz_state.snapshot(channel)
-    ctx = Ctx(random.Random(cfg.seed), token)
+    ctx = Ctx(random.Random(cfg.seed), token, bearer=auth.bearer, tls=not auth.insecure)
     budget = Budget(
         cfg.count, cfg.duration_s, cfg.concurrency, cfg.canary_rate, cfg.rate, quiet=cfg.quiet
     )
-    campaign = Campaign(target, ctx, budget)
+    campaign = Campaign(target, ctx, budget, auth)
     result = asyncio.run(campaign.run())
     tally, canary = campaign.tally, result["canary"]
     checks = {
         "inputs_tried": fuzz_report.check(tally.total >= cfg.min_count, tally.total),
-        "server_alive": _alive_check(target, alive, tally),
+        "server_alive": _alive_check(target, auth, alive, tally),
         "canary_unharmed": fuzz_report.check(
             canary.harmed == 0 and canary.ok > 0, canary.harmed, canary.samples
         ),
         **fuzz_report.call_checks(tally),
-        **_state_checks(target, before, campaign.ledger),
+        **_state_checks(target, auth, before, campaign.ledger),
     }
     config = {**asdict(cfg), "target": target, "server": server, "token": token}
     config["results_dir"] = str(cfg.results_dir)
@@ -100,13 +115,13 @@ def _run(cfg: FuzzConfig, target: str, server: str, alive: Callable[[], bool]) -
 
 
 def _alive_check(
-    target: str, alive: Callable[[], bool], tally: fuzz_report.Tally
+    target: str, auth: ClientAuth, alive: Callable[[], bool], tally: fuzz_report.Tally
 ) -> dict[str, Any]:
     problems = [s["answer"] for s in tally.samples["server_alive"]]
     if not alive():
         problems.append("the server process exited")
     try:
-        with grpc.insecure_channel(target) as channel:
+        with auth.channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
         if status != health_pb2.HealthCheckResponse.SERVING:
@@ -117,10 +132,10 @@ def _alive_check(
 
 
 def _state_checks(
-    target: str, before: fuzz_state.Snapshot, ledger: fuzz_state.CanaryLedger
+    target: str, auth: ClientAuth, before: fuzz_state.Snapshot, ledger: fuzz_state.CanaryLedger
 ) -> dict[str, dict[str, Any]]:
     try:
-        with grpc.insecure_channel(target) as channel:
+        with auth.channel(target) as channel:
             after = fuzz_state.snapshot(channel)
     except grpc.RpcError as exc:
         failed = fuzz_report.check(False, 1, [f"snapshot failed: {exc.code().name}"])
@@ -156,6 +171,7 @@ def parse_args(argv: list[str] | None = None) -> FuzzConfig:
     )
     p.add_argument("--results", type=Path, default=d.results_dir, help="results directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    client.add_arguments(p, self_started=True)
     a = p.parse_args(argv)
     if (
         a.count < 1
@@ -178,6 +194,9 @@ def parse_args(argv: list[str] | None = None) -> FuzzConfig:
         server_args=a.server_arg,
         results_dir=a.results,
         quiet=a.quiet,
+        credentials=a.credentials,
+        identity=a.identity,
+        insecure=a.insecure,
     )
 
 

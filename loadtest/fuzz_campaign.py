@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from loadtest import fuzz_transport
+from loadtest.client import ClientAuth
 from loadtest.fuzz_canary import Canary
 from loadtest.fuzz_checks import judge, parse
 from loadtest.fuzz_inputs import BIDI, CLIENT_STREAM, RAW, SERVER_STREAM, UNARY, Ctx, Probe
@@ -119,10 +120,13 @@ async def verify_import(channel: grpc.aio.Channel, probe: Probe) -> list[tuple[s
 
 
 class Campaign:
-    def __init__(self, target: str, ctx: Ctx, budget: Budget) -> None:
+    def __init__(self, target: str, ctx: Ctx, budget: Budget, auth: ClientAuth) -> None:
         self.target = target
         self.host, port = target.rsplit(":", 1)
         self.port = int(port)
+        # Hostile inputs carry a valid token: they are meant to reach the decoders and the rules.
+        self.auth = auth
+        self.tls = auth.ssl_context()
         self.ctx = ctx
         self.budget = budget
         self.source = ProbeSource(ctx)
@@ -135,8 +139,8 @@ class Campaign:
         self._t0 = self.ctx.t0 = self.tally.t0 = self._next_at = time.monotonic()
         stop_canary = asyncio.Event()
         async with (
-            grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as hostile,
-            grpc.aio.insecure_channel(self.target) as gates,
+            self.auth.aio_channel(self.target, options=CHANNEL_OPTIONS) as hostile,
+            self.auth.aio_channel(self.target) as gates,
         ):
             canary = Canary(
                 gates, self.ctx, self.ledger, self.budget.canary_rate, self.tally.in_flight
@@ -178,7 +182,9 @@ class Campaign:
     async def _one(self, channel: grpc.aio.Channel, probe: Probe) -> None:
         if probe.shape == RAW:
             try:
-                outcome = await fuzz_transport.send_raw(self.host, self.port, probe.payloads[0])
+                tls = fuzz_transport.tls_for(probe, self.tls)
+                payload = probe.payloads[0]
+                outcome = await fuzz_transport.send_raw(self.host, self.port, payload, tls)
             except OSError as exc:  # refused, reset or timed out: the server may be gone
                 self.tally.violation("server_alive", probe, f"connection failed: {exc}")
                 outcome = "connection failed"

@@ -100,6 +100,10 @@ class Ctx:
     seq: Any = field(default_factory=itertools.count)
     # time.monotonic() when the campaign started: samples say when they happened.
     t0: float = 0.0
+    # The bearer token raw HTTP/2 inputs carry (so they reach the decoders, not just the auth
+    # check), and whether the server speaks TLS (raw inputs then go inside a TLS session).
+    bearer: str = ""
+    tls: bool = True
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.t0, 1)

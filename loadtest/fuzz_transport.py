@@ -1,6 +1,10 @@
 """Raw-socket inputs below gRPC: garbage, cut HTTP/2 frames and gRPC messages whose length prefix
 lies. Built by hand (HPACK literals, no Huffman), so no HTTP/2 library is needed.
 
+They go inside a TLS session (the ssl module, trusting the server's CA, ALPN h2) with the
+campaign's bearer token in their headers, so they reach the HTTP/2 and gRPC decoders as before;
+one kind sends its garbage on the bare TCP connection instead, for the TLS handshake itself.
+
 The server's reply is summarised as an outcome (answered: a HEADERS frame; goaway; other frames
 only; nothing); what matters is that it survives them and that no canary call notices.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import ssl
 import struct
 
 from loadtest import fuzz_world as w
@@ -21,7 +25,9 @@ DATA, HEADERS, SETTINGS, GOAWAY = 0x0, 0x1, 0x4, 0x7
 END_STREAM, END_HEADERS = 0x1, 0x4
 READ_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
+PLAINTEXT = "garbage_without_tls"
 KINDS = (
+    PLAINTEXT,
     "garbage",
     "preface_then_garbage",
     "truncated_message",
@@ -42,24 +48,35 @@ def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     )
 
 
+def _length(n: int) -> bytes:
+    # HPACK integer, 7-bit prefix with the Huffman bit clear: a bearer token needs more bytes.
+    if n < 127:
+        return bytes((n,))
+    out, n = [127], n - 127
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    return bytes((*out, n))
+
+
 def _literal(name: str, value: str) -> bytes:
-    # Literal header field without indexing, new name; lengths below 127 fit the 7-bit prefix.
+    # Literal header field without indexing, new name, plain strings.
     n, v = name.encode(), value.encode()
-    return b"\x00" + bytes((len(n),)) + n + bytes((len(v),)) + v
+    return b"\x00" + _length(len(n)) + n + _length(len(v)) + v
 
 
-def _headers(path: str, end_stream: bool = False) -> bytes:
-    block = b"".join(
-        _literal(k, v)
-        for k, v in (
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "127.0.0.1"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        )
-    )
+def _headers(ctx: Ctx, path: str, end_stream: bool = False) -> bytes:
+    fields = [
+        (":method", "POST"),
+        (":scheme", "https" if ctx.tls else "http"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    if ctx.bearer:
+        fields.append(("authorization", f"Bearer {ctx.bearer}"))
+    block = b"".join(_literal(k, v) for k, v in fields)
     return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), 1, block)
 
 
@@ -73,10 +90,11 @@ def _message() -> bytes:
     return req.SerializeToString()
 
 
-def build(kind: str, rng: random.Random) -> bytes:
-    start = PREFACE + frame(SETTINGS, 0, 0, b"") + _headers("/passgate.v1.Gate/Validate")
+def build(kind: str, ctx: Ctx) -> bytes:
+    rng = ctx.rng
+    start = PREFACE + frame(SETTINGS, 0, 0, b"") + _headers(ctx, "/passgate.v1.Gate/Validate")
     body = _message()
-    if kind == "garbage":
+    if kind in ("garbage", PLAINTEXT):
         return rng.randbytes(rng.randint(1, 512))
     if kind == "preface_then_garbage":
         return PREFACE + rng.randbytes(rng.randint(1, 512))
@@ -91,7 +109,7 @@ def build(kind: str, rng: random.Random) -> bytes:
     if kind == "headers_then_close":
         return start
     if kind == "half_frame":
-        whole = _headers("/passgate.v1.Gate/Validate")
+        whole = _headers(ctx, "/passgate.v1.Gate/Validate")
         return PREFACE + frame(SETTINGS, 0, 0, b"") + whole[: rng.randint(1, len(whole) - 1)]
     # A DATA frame header announcing 16 MiB - 1 bytes, followed by a few.
     return (
@@ -101,7 +119,7 @@ def build(kind: str, rng: random.Random) -> bytes:
 
 def raw_probe(ctx: Ctx) -> Probe:
     kind = ctx.rng.choice(KINDS)
-    return Probe("raw_transport", "", [build(kind, ctx.rng)], kind, info={"kind": kind})
+    return Probe("raw_transport", "", [build(kind, ctx)], kind, info={"kind": kind})
 
 
 def _outcome(data: bytes) -> str:
@@ -119,14 +137,24 @@ def _outcome(data: bytes) -> str:
     return "other frames only" if data else "nothing"
 
 
-async def send_raw(host: str, port: int, payload: bytes) -> str:
+def tls_for(probe: Probe, tls: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The TLS context to send `probe` in (None: on the bare TCP connection)."""
+    return None if probe.info.get("kind") == PLAINTEXT else tls
+
+
+async def send_raw(host: str, port: int, payload: bytes, tls: ssl.SSLContext | None) -> str:
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        reader, writer = await asyncio.open_connection(host, port)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host
+            )
     try:
         writer.write(payload)
         await writer.drain()
         received = b""
-        with contextlib.suppress(TimeoutError, ConnectionError):
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
             async with asyncio.timeout(READ_TIMEOUT_S):
                 while chunk := await reader.read(65536):
                     received += chunk
@@ -135,6 +163,6 @@ async def send_raw(host: str, port: int, payload: bytes) -> str:
         return _outcome(received)
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
+        with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
             async with asyncio.timeout(READ_TIMEOUT_S):
                 await writer.wait_closed()

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from actors.config_files import load_province
 from actors.convert import pass_proto
 from core.population import generate_passes
+from loadtest.client import ClientAuth
 from proto.passgate.v1 import passes_pb2_grpc
 
 SLICE_MAX = 250_000
@@ -80,6 +80,7 @@ class _Slice:
     config_dir: str
     product_ids: tuple[str, ...]
     target: str | None
+    auth: ClientAuth | None
 
 
 @dataclass
@@ -149,11 +150,11 @@ def _run_slice(job: _Slice) -> _SliceResult:
         if _progress is not None:
             _progress[job.slot] = job.count
 
-    if job.target is None:
+    if job.target is None or job.auth is None:
         for _ in records():
             pass
         return out
-    with grpc.insecure_channel(job.target) as channel:
+    with job.auth.channel(job.target) as channel:
         stub = passes_pb2_grpc.PassesStub(channel)
         timeout = 60 + job.count / MIN_SLICE_RATE
         summary = stub.UpsertPasses(records(), timeout=timeout, wait_for_ready=True)
@@ -207,14 +208,18 @@ def build_population(
     target: str | None,
     procs: int,
     show_progress: bool = True,
+    auth: ClientAuth | None = None,
 ) -> tuple[PopulationIndex, ImportStats]:
-    """Generates passes [0, count) and, when `target` is given, imports them into it."""
+    """Generates passes [0, count) and, when `target` is given, imports them into it as `auth`
+    (default: the admin token of the default credentials)."""
+    if target is not None and auth is None:
+        auth = ClientAuth.find()
     product_ids = tuple(sorted(load_province(config_dir).products))
     parts = _slices(count, procs)
     ctx = mp.get_context("spawn")
     progress = ctx.Array("q", max(1, len(parts)), lock=False)
     jobs = [
-        _Slice(k, a, n, seed, today, str(config_dir), product_ids, target)
+        _Slice(k, a, n, seed, today, str(config_dir), product_ids, target, auth)
         for k, (a, n) in enumerate(parts)
     ]
     label = "import  " if target else "generate"

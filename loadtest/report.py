@@ -134,12 +134,15 @@ def build_report(
 
 
 def transport_section(
-    report: dict[str, Any], echo: TrafficResult, echo_procs: int
+    report: dict[str, Any], echo: TrafficResult, echo_procs: int, security: str = "TLS + token"
 ) -> dict[str, Any]:
     """passgate / echo for the same load. A step search compares the highest passing stairs
-    (an upper bound when echo passed them all); other profiles compare throughput, p50, p99."""
+    (an upper bound when echo passed them all); other profiles compare throughput, p50, p99.
+    `security` names what both servers were reached with (the same for both)."""
     lat = percentiles_ms(echo.hist)
-    section: dict[str, Any] = {"echo": {"procs": echo_procs, "errors": echo.tally.errors}}
+    section: dict[str, Any] = {
+        "echo": {"procs": echo_procs, "errors": echo.tally.errors, "security": security}
+    }
     if echo.steps:
         passing = [s.step.rate for s in echo.steps if s.passed]
         theirs = passing[-1] if passing else None
@@ -194,7 +197,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# passgate load test: {c['profile']} / {c['mode']}",
         "",
-        f"{report['started_at']} · target `{c['target']}` ({c['server']}) · "
+        f"{report['started_at']} · target `{c['target']}` ({c['server']}"
+        f"{', ' + c['transport'] if 'transport' in c else ''}) · "
         f"{c['duration_s']:.0f} s · rate {c['rate']:,.0f}/s"
         f"{' (peak)' if c['profile'] == 'holiday-peak' else ''} · {c['workers']} workers · "
         f"seed {c['seed']}",
@@ -267,7 +271,12 @@ def _transport_lines(report: dict[str, Any]) -> list[str]:
     if not tr:
         return []
     e = tr["echo"]
-    lines = ["", f"## Transport limit (echo server, {e['procs']} process(es), same load)", ""]
+    security = f", {e['security']} as passgate" if "security" in e else ""
+    lines = [
+        "",
+        f"## Transport limit (echo server, {e['procs']} process(es), same load{security})",
+        "",
+    ]
     if "ratio_highest_rate" in tr:
         bound = " at most" if tr["ratio_is_upper_bound"] else ""
         ours = report["step"]["highest_passing_rate"]

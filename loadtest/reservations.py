@@ -13,6 +13,7 @@ import grpc
 
 from core.models import Province, Venue
 from core.population import pass_id_of
+from loadtest.client import ClientAuth
 from loadtest.mix import MixPlan, pick_pass
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
@@ -33,7 +34,13 @@ def current_slot(venue: Venue, at: datetime) -> tuple[str, str] | None:
 
 
 def book_holders(
-    target: str, province: Province, plan: MixPlan, at: datetime, per_venue: int, seed: int
+    target: str,
+    province: Province,
+    plan: MixPlan,
+    at: datetime,
+    per_venue: int,
+    seed: int,
+    auth: ClientAuth | None = None,
 ) -> tuple[MixPlan, dict[str, Any]]:
     """Books up to `per_venue` passes per reservation venue; returns the plan with its holders
     and {"requested", "confirmed", "venues"} counts, plus "error" when the server refused
@@ -53,7 +60,7 @@ def book_holders(
     holders: dict[int, list[int]] = {}
     error = None
     try:
-        _reserve(target, wanted, holders)
+        _reserve(target, wanted, holders, auth if auth is not None else ClientAuth.find())
     except grpc.RpcError as exc:
         holders, error = {}, f"Passes.Reserve: {exc.code().name}"  # type: ignore[attr-defined]
     venues = tuple(
@@ -73,8 +80,9 @@ def _reserve(
     target: str,
     wanted: list[tuple[int, int, passes_pb2.ReserveRequest]],
     holders: dict[int, list[int]],
+    auth: ClientAuth,
 ) -> None:
-    with grpc.insecure_channel(target) as channel:
+    with auth.channel(target) as channel:
         stub = passes_pb2_grpc.PassesStub(channel)
         for start in range(0, len(wanted), CHUNK):
             part = wanted[start : start + CHUNK]

@@ -1,5 +1,9 @@
 """One whole load test: server (started or given), population, reservations, traffic, report.
 
+Every call goes over TLS with a bearer token (loadtest/client.py). A self-started server makes its
+development credentials in a temporary directory that outlives it, so the echo baseline that runs
+afterwards serves the same certificate and accepts the same token.
+
 from loadtest.config import LoadConfig
 from loadtest.run import run_load
 report = run_load(LoadConfig(target="127.0.0.1:50051", profile="flat", rate=500))
@@ -10,15 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from actors.config_files import load_province
 from bench.echo_server import running_echo
 from core.models import Province
 from loadtest import profiles
+from loadtest.client import ClientAuth
 from loadtest.config import LoadConfig
 from loadtest.mix import MixPlan, build_plan
 from loadtest.population import build_population
@@ -35,9 +42,23 @@ def _say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def _target(cfg: LoadConfig, province: Province) -> Iterator[str]:
+def _credentials(cfg: LoadConfig) -> Iterator[Path | None]:
+    """Where a self-started server keeps its credentials (None with --target): --credentials, or
+    a temporary directory that outlives the server, for the echo baseline."""
+    if cfg.target is not None or cfg.credentials is not None:
+        yield cfg.credentials
+        return
+    with tempfile.TemporaryDirectory(prefix="passgate-creds-") as home:
+        yield Path(home) / "credentials"
+
+
+@contextlib.contextmanager
+def _target(
+    cfg: LoadConfig, province: Province, creds: Path | None
+) -> Iterator[tuple[str, ClientAuth]]:
+    """The server's address and how to reach it."""
     if cfg.target is not None:
-        yield cfg.target
+        yield cfg.target, ClientAuth.find(creds, cfg.identity, cfg.insecure).require()
         return
     args = ["--shards", str(cfg.shards)]
     if cfg.ingress_procs != 1:
@@ -46,12 +67,19 @@ def _target(cfg: LoadConfig, province: Province) -> Iterator[str]:
     frozen = cfg.frozen_clock(province)
     if frozen is not None:
         args += ["--frozen-clock", frozen]
-    with running_passgate(args, cfg.config_dir, log=cfg.live) as server:
-        yield server.target
+    if cfg.insecure:
+        args.append("--insecure")
+    with running_passgate(args, cfg.config_dir, log=cfg.live, credentials=creds) as server:
+        yield server.target, server.auth(cfg.identity)
 
 
 def specs_for(
-    cfg: LoadConfig, target: str, profile: profiles.RateProfile, plan: MixPlan, phase: int = 0
+    cfg: LoadConfig,
+    target: str,
+    auth: ClientAuth,
+    profile: profiles.RateProfile,
+    plan: MixPlan,
+    phase: int = 0,
 ) -> list[WorkerSpec]:
     """One spec per worker. `phase` varies the scans (a warm-up must not rehearse the run's
     passes, or the run would meet them as anti-passback); the run itself is phase 0, so it is
@@ -62,6 +90,7 @@ def specs_for(
             worker_id=i,
             workers=cfg.workers,
             target=target,
+            auth=auth,
             mode=cfg.mode,
             profile=profile,
             seed=cfg.seed + 7919 * phase,
@@ -86,8 +115,27 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
     province = load_province(cfg.config_dir)
     sim = cfg.sim_instant(province)
     profile = profiles.build(cfg.profile, cfg.rate, cfg.duration_s, cfg.step_s, cfg.step_factor)
+    with _credentials(cfg) as creds:
+        report, auth, plan = _against_passgate(cfg, province, creds, sim, profile, started)
+        if cfg.echo_baseline:
+            report["transport"] = _echo_baseline(cfg, auth, profile, plan, report)
+    if cfg.results_dir is not None:
+        write_files(report, cfg.results_dir)
+    return report
+
+
+def _against_passgate(
+    cfg: LoadConfig,
+    province: Province,
+    creds: Path | None,
+    sim: datetime,
+    profile: profiles.RateProfile,
+    started: datetime,
+) -> tuple[dict[str, Any], ClientAuth, MixPlan]:
+    """Population, reservations, warm-up and the measured run: the report, how the server was
+    reached and the mix plan. A self-started server is stopped on return."""
     extra: dict[str, Any] = {}
-    with _target(cfg, province) as target:
+    with _target(cfg, province, creds) as (target, auth):
         index, stats = build_population(
             cfg.population,
             cfg.seed,
@@ -96,39 +144,42 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
             target if cfg.import_passes else None,
             cfg.import_procs,
             show_progress=cfg.live,
+            auth=auth,
         )
         if stats.rejected:
             _say(f"warning: the server rejected {stats.rejected:,} passes: {stats.errors[:3]}")
         plan = build_plan(province, index, cfg.seed, zipf_s=cfg.zipf_s)
         per_venue = cfg.holders_per_venue
-        plan, booked = book_holders(target, province, plan, sim, per_venue, cfg.seed)
+        plan, booked = book_holders(target, province, plan, sim, per_venue, cfg.seed, auth)
         if booked.get("error") and cfg.live:
             _say(f"warning: no reservations booked ({booked['error']}); the mix has no holders")
         extra["population"] = {"import": stats.to_dict(), **index.summary(), "reservations": booked}
         extra["mix"] = plan.summary()
-        extra["warmup"] = warm_up(cfg, target, profile, plan)
+        extra["warmup"] = warm_up(cfg, target, auth, profile, plan)
         if cfg.live:
             _say(f"{cfg.profile} / {cfg.mode} against {target}: {profile.duration_s:.0f} s")
-        result = run_traffic(specs_for(cfg, target, profile, plan), profile, cfg.slo_ms, cfg.live)
+        specs = specs_for(cfg, target, auth, profile, plan)
+        result = run_traffic(specs, profile, cfg.slo_ms, cfg.live)
         report = build_report(
             result, cfg.report_dict(target, sim), started, os.cpu_count() or 1, extra
         )
-    if cfg.echo_baseline:
-        report["transport"] = _echo_baseline(cfg, profile, plan, report)
-    if cfg.results_dir is not None:
-        write_files(report, cfg.results_dir)
-    return report
+    return report, auth, plan
 
 
 def warm_up(
-    cfg: LoadConfig, target: str, profile: profiles.RateProfile, plan: MixPlan
+    cfg: LoadConfig,
+    target: str,
+    auth: ClientAuth,
+    profile: profiles.RateProfile,
+    plan: MixPlan,
 ) -> dict[str, Any] | None:
     """Runs the profile's opening rate for cfg.warmup_s seconds; returns its figures apart."""
     if cfg.warmup_s <= 0:
         return None
     rate = max(1.0, profile.rate_at(0.0))
     warm = profiles.RateProfile(WARMUP, ((0.0, rate), (cfg.warmup_s, rate)))
-    result = run_traffic(specs_for(cfg, target, warm, plan, 1), warm, cfg.slo_ms, cfg.live)
+    specs = specs_for(cfg, target, auth, warm, plan, 1)
+    result = run_traffic(specs, warm, cfg.slo_ms, cfg.live)
     lat = percentiles_ms(result.hist)
     return {
         "seconds": cfg.warmup_s,
@@ -142,12 +193,22 @@ def warm_up(
 
 
 def _echo_baseline(
-    cfg: LoadConfig, profile: profiles.RateProfile, plan: MixPlan, report: dict[str, Any]
+    cfg: LoadConfig,
+    auth: ClientAuth,
+    profile: profiles.RateProfile,
+    plan: MixPlan,
+    report: dict[str, Any],
 ) -> dict[str, Any]:
-    """The same generator, rate, mix and process count against the bare echo server."""
-    with running_echo(cfg.echo_processes) as target:
+    """The same generator, rate, mix, process count, TLS and token against the bare echo
+    server (it serves passgate's certificate and checks passgate's token)."""
+    procs = cfg.echo_processes
+    with running_echo(procs, credentials=auth.credentials, insecure=auth.insecure) as echo:
+        if echo.credentials != auth.credentials:  # a client-only credentials directory
+            auth = ClientAuth(echo.credentials, "admin", echo.insecure)
         if cfg.live:
-            _say(f"transport baseline: the same run against the echo server at {target}")
-        warm_up(cfg, target, profile, plan)
-        echo = run_traffic(specs_for(cfg, target, profile, plan), profile, cfg.slo_ms, cfg.live)
-    return transport_section(report, echo, cfg.echo_processes)
+            _say(f"transport baseline: the same run against the echo server at {echo.target}")
+        warm_up(cfg, echo.target, auth, profile, plan)
+        specs = specs_for(cfg, echo.target, auth, profile, plan)
+        result = run_traffic(specs, profile, cfg.slo_ms, cfg.live)
+    security = "plaintext + token" if auth.insecure else "TLS + token"
+    return transport_section(report, result, procs, security)

@@ -70,7 +70,9 @@ class UnarySender(Sender):
         self, stub: gate_pb2_grpc.GateStub, req: Any, intended: float, sent_at: float
     ) -> None:
         try:
-            decision = await stub.Validate(req, timeout=self.w.spec.deadline_s)
+            decision = await stub.Validate(
+                req, timeout=self.w.spec.deadline_s, metadata=self.w.metadata
+            )
         except grpc.aio.AioRpcError as exc:
             self.w.on_error(exc.code().name)
         except asyncio.CancelledError:
@@ -97,7 +99,9 @@ class BatchSender(Sender):
     ) -> None:
         batch = gate_pb2.ValidateBatchRequest(requests=reqs)
         try:
-            resp = await stub.ValidateBatch(batch, timeout=self.w.spec.deadline_s)
+            resp = await stub.ValidateBatch(
+                batch, timeout=self.w.spec.deadline_s, metadata=self.w.metadata
+            )
         except grpc.aio.AioRpcError as exc:
             self.w.on_error(exc.code().name, len(reqs))
             return
@@ -160,7 +164,7 @@ class _GateStream:
     def start(self) -> None:
         assert self.w.loop is not None
         self.queue = asyncio.Queue()
-        self.call = self.stub.ValidateStream()
+        self.call = self.stub.ValidateStream(metadata=self.w.metadata)
         self.writer = self.w.loop.create_task(self._write(self.call, self.queue))
         self.reader = self.w.loop.create_task(self._read(self.call))
 

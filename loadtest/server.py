@@ -2,7 +2,8 @@
 
 run_cluster.py runs in its own process group (Ray's helpers join it), on free ports, with an empty
 data directory and no seeded passes; on the way out (normal end, error or Ctrl-C) the whole group
-gets SIGTERM, then SIGKILL.
+gets SIGTERM, then SIGKILL. It is always told its credentials directory (it creates the development
+CA, server certificate and tokens there on first start), so its clients find them without guessing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loadtest.client import ClientAuth
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_LINE = "passgate ready on port"
@@ -37,11 +40,17 @@ class StartedServer:
     proc: subprocess.Popen[str]
     port: int
     metrics_port: int
+    credentials_dir: Path
+    insecure: bool = False
     output: list[str] = field(default_factory=list)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def auth(self, identity: str = "admin") -> ClientAuth:
+        """How a client of this server reaches it as `identity`."""
+        return ClientAuth(self.credentials_dir, identity, self.insecure)
 
     def tail(self, lines: int = 40) -> str:
         return "".join(self.output[-lines:])
@@ -76,10 +85,13 @@ def passgate_process(
     config_dir: Path | None = None,
     log: bool = True,
     ready_timeout_s: float = READY_TIMEOUT_S,
+    credentials: Path | None = None,
 ) -> Iterator[StartedServer]:
-    """run_cluster.py on free ports over `data_dir`, in its own process group; waits for its ready
-    line and stops the whole group on the way out, also on error."""
+    """run_cluster.py on free ports over `data_dir` (credentials in `credentials`, default
+    `<data_dir>/credentials`), in its own process group; waits for its ready line and stops the
+    whole group on the way out, also on error."""
     port, metrics_port = free_port(), free_port()
+    creds = credentials if credentials is not None else data_dir / "credentials"
     cmd = [
         sys.executable,
         str(ROOT / "run_cluster.py"),
@@ -91,6 +103,8 @@ def passgate_process(
         str(port),
         "--metrics-port",
         str(metrics_port),
+        "--credentials",
+        str(creds),
         *extra_args,
     ]
     if config_dir is not None:
@@ -107,7 +121,7 @@ def passgate_process(
         start_new_session=True,
         env=env,
     )
-    server = StartedServer(proc, port, metrics_port)
+    server = StartedServer(proc, port, metrics_port, creds, "--insecure" in extra_args)
     ready = threading.Event()
     threading.Thread(target=_pump, args=(proc, server.output, ready), daemon=True).start()
     try:
@@ -124,10 +138,16 @@ def passgate_process(
 
 @contextlib.contextmanager
 def running_passgate(
-    extra_args: list[str], config_dir: Path | None = None, log: bool = True
+    extra_args: list[str],
+    config_dir: Path | None = None,
+    log: bool = True,
+    credentials: Path | None = None,
 ) -> Iterator[StartedServer]:
-    """A throw-away passgate: empty temporary data directory, no seeded passes."""
+    """A throw-away passgate: empty temporary data directory, no seeded passes; its credentials in
+    `credentials` when given (so they can outlive it), else in the temporary directory."""
     with tempfile.TemporaryDirectory(prefix="passgate-loadtest-") as data_dir:
         args = ["--seed-passes", "0", *extra_args]
-        with passgate_process(Path(data_dir), args, config_dir, log) as server:
+        with passgate_process(
+            Path(data_dir), args, config_dir, log, credentials=credentials
+        ) as server:
             yield server

@@ -17,9 +17,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import uvloop
 
+from loadtest.client import ClientAuth
 from loadtest.mix import Mix, MixPlan
 from loadtest.profiles import RateProfile
 from loadtest.senders import SENDERS, Sender
@@ -44,6 +44,7 @@ class WorkerSpec:
     worker_id: int
     workers: int
     target: str
+    auth: ClientAuth
     mode: str
     profile: RateProfile
     seed: int
@@ -85,6 +86,8 @@ class Worker:
         self.service = new_hist()
         self.buckets: dict[int, Bucket] = {}
         self.outstanding = 0
+        # Sent with every call: the channels carry TLS but no call credentials (client.py).
+        self.metadata = spec.auth.metadata
         self.t0 = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._cpu_mark = (time.process_time(), time.monotonic())
@@ -171,7 +174,7 @@ class Worker:
         self.loop = loop = asyncio.get_running_loop()
         spec = self.spec
         channels = [
-            grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS)
+            spec.auth.lean_aio_channel(spec.target, options=CHANNEL_OPTIONS)
             for _ in range(max(1, spec.channels))
         ]
         try:

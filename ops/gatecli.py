@@ -4,6 +4,11 @@ python -m ops.gatecli validate --venue hz-leifeng --gate hz-leifeng-g01 --card D
 python -m ops.gatecli pass --card DEMO-CARD-RESIDENT
 python -m ops.gatecli revoke P0000000042
 python -m ops.gatecli status hz-leifeng
+
+It speaks TLS and sends a bearer token, both from the credentials directory that `make run`
+creates: $PASSGATE_CREDENTIALS, else ./data/credentials, or --credentials DIR. The token is the
+venue's gate token (tokens/gate-<venue>.jwt) for validate and annul when there is one, else the
+admin token; --identity NAME (or a .jwt file) picks another.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import argparse
 import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
 
+from ops import channels
 from proto.passgate.v1 import (
     common_pb2,
     gate_pb2,
@@ -61,14 +68,19 @@ def show_pass(view: passes_pb2.PassView) -> str:
     creds = ", ".join(
         f"{common_pb2.CredentialKind.Name(c.kind)[16:]}:{c.value}" for c in p.credentials
     )
-    lines = [
-        f"pass {p.pass_id}  product {p.product_id}",
-        f"  status {passes_pb2.PassStatus.Name(p.status)[12:]}"
-        f"  credit {passes_pb2.CreditTier.Name(p.credit_tier)[12:]}"
-        f"  valid {p.valid_from} .. {p.valid_until}",
-        f"  credentials: {creds}",
-        f"  groups: {', '.join(p.groups) or '-'}",
-    ]
+    status = f"  status {passes_pb2.PassStatus.Name(p.status)[12:]}"
+    valid = f"  valid {p.valid_from} .. {p.valid_until}"
+    lines = [f"pass {p.pass_id}  product {p.product_id}"]
+    if not p.credentials and not p.credit_tier:
+        # The limited view a gate or venue operator gets: no holder data at all.
+        lines += [status + valid, "  holder data: not shown to this identity"]
+    else:
+        credit = f"  credit {passes_pb2.CreditTier.Name(p.credit_tier)[12:]}"
+        lines += [
+            status + credit + valid,
+            f"  credentials: {creds}",
+            f"  groups: {', '.join(p.groups) or '-'}",
+        ]
     for u in view.usage:
         inside = " inside" if u.inside else ""
         lines.append(
@@ -94,8 +106,27 @@ def show_status(s: quota_pb2.VenueStatus) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gatecli", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="gatecli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--target", default="127.0.0.1:50051", help="passgate host:port")
+    p.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="credentials directory (default: $PASSGATE_CREDENTIALS, else ./data/credentials)",
+    )
+    p.add_argument(
+        "--identity",
+        default=None,
+        help="whose token to send: a name under <credentials>/tokens/ or a .jwt file "
+        "(default: gate-<venue> for validate and annul when it exists, else admin)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, for a server started with --insecure (the token is still sent)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="ask whether a credential may enter")
     v.add_argument("--venue", required=True)
@@ -152,9 +183,38 @@ def run(args: argparse.Namespace, channel: grpc.Channel) -> str:
     return show_status(quota.GetVenueStatus(quota_pb2.VenueRef(venue_id=args.venue), timeout=5))
 
 
+def identity_for(args: argparse.Namespace, creds_dir: Path) -> str:
+    """--identity, else the venue's gate token for a gate's own calls when there is one, else
+    the admin token."""
+    if args.identity:
+        return str(args.identity)
+    if args.cmd in ("validate", "annul"):
+        gate = f"gate-{args.venue}"
+        if (creds_dir / "tokens" / f"{gate}.jwt").is_file():
+            return gate
+    return "admin"
+
+
+def _open(args: argparse.Namespace) -> grpc.Channel:
+    creds_dir = args.credentials or channels.default_credentials_dir()
+    who = identity_for(args, creds_dir)
+    return channels.channel(args.target, who, creds_dir, insecure=args.insecure)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with grpc.insecure_channel(args.target) as channel:
+    try:
+        channel = _open(args)
+    except OSError as exc:
+        where = args.credentials or channels.default_credentials_dir()
+        print(
+            f"error: cannot read the credentials in {where} ({exc.strerror or exc}): start "
+            "passgate once (make run) or run `python -m ops.credentials init`, or pass "
+            "--credentials DIR",
+            file=sys.stderr,
+        )
+        return 2
+    with channel:
         try:
             print(run(args, channel))
         except grpc.RpcError as exc:

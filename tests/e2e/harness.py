@@ -1,15 +1,23 @@
-"""Starts a real passgate (run_cluster.py in its own process group) and always cleans it up."""
+"""Starts a real passgate (run_cluster.py in its own process group) and always cleans it up.
+
+The server serves TLS with the development credentials it creates under
+`<data_dir>/credentials`; `Server.channel(identity)` opens a TLS channel that sends that identity's
+bearer token, as every real client does.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from loadtest.client import ClientAuth
 from loadtest.server import StartedServer, passgate_process
+from ops import channels
 
 READY_TIMEOUT_S = 120
 
@@ -31,8 +39,26 @@ class Server:
     def target(self) -> str:
         return self.started.target
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.target)
+    @property
+    def credentials_dir(self) -> Path:
+        return self.started.credentials_dir
+
+    def channel(
+        self, identity: str = "admin", options: Sequence[tuple[str, Any]] = ()
+    ) -> grpc.Channel:
+        """A TLS channel that sends `identity`'s token (a name under tokens/ or a .jwt path)."""
+        insecure = self.started.insecure
+        return channels.channel(self.target, identity, self.credentials_dir, options, insecure)
+
+    def aio_channel(
+        self, identity: str = "admin", options: Sequence[tuple[str, Any]] = ()
+    ) -> grpc.aio.Channel:
+        insecure = self.started.insecure
+        return channels.aio_channel(self.target, identity, self.credentials_dir, options, insecure)
+
+    def auth(self, identity: str = "admin") -> ClientAuth:
+        """For the load-test tools (burst, raw sockets): the same credentials as `channel`."""
+        return self.started.auth(identity)
 
     def shard_pid(self, shard_id: int) -> int:
         return int((self.data_dir / "shards" / f"shard-{shard_id}" / "pid").read_text())

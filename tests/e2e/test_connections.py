@@ -3,8 +3,9 @@ are closed at once while existing gates keep working, idle and half-open connect
 200 watchers of one venue cost about one shard poll per tick, and the watcher cap answers
 RESOURCE_EXHAUSTED.
 
-Raw sockets speak just enough HTTP/2 (preface, SETTINGS, one HEADERS and DATA) to play a client
-that opens a connection and goes silent.
+Raw sockets speak just enough TLS (the ssl module, trusting the server's CA, ALPN h2) and HTTP/2
+(preface, SETTINGS, one HEADERS and DATA with the bearer token) to play a client that opens a
+connection and goes silent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import struct
 import time
 import urllib.request
@@ -89,16 +91,30 @@ def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return head + payload
 
 
+def _hpack_length(n: int) -> bytes:
+    # HPACK integer with a 7-bit prefix (the Huffman bit left clear): a bearer token is longer
+    # than the 126 bytes one prefix byte holds.
+    if n < 127:
+        return bytes([n])
+    out, n = [127], n - 127
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    return bytes([*out, n])
+
+
 def _literal(name: str, value: str) -> bytes:
-    # HPACK "literal header field without indexing", plain strings (all shorter than 127 bytes).
-    return bytes([0, len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+    # HPACK "literal header field without indexing", plain (not Huffman-coded) strings.
+    n, v = name.encode(), value.encode()
+    return b"\x00" + _hpack_length(len(n)) + n + _hpack_length(len(v)) + v
 
 
-def _watch_frames(stream: int, venue: str) -> bytes:
+def _watch_frames(stream: int, venue: str, bearer: str) -> bytes:
     headers = [
-        (":method", "POST"), (":scheme", "http"), (":authority", "passgate"),
+        (":method", "POST"), (":scheme", "https"), (":authority", "passgate"),
         (":path", "/passgate.v1.Quota/WatchVenueStatus"),
         ("content-type", "application/grpc"), ("te", "trailers"),
+        ("authorization", f"Bearer {bearer}"),
     ]  # fmt: skip
     block = b"".join(_literal(k, v) for k, v in headers)
     message = quota_pb2.VenueRef(venue_id=venue).SerializeToString()
@@ -106,10 +122,26 @@ def _watch_frames(stream: int, venue: str) -> bytes:
     return _frame(HEADERS, END_HEADERS, stream, block) + _frame(DATA, END_STREAM, stream, body)
 
 
-def _connect(port: int, hello: bool) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+def _connect(server: Server, hello: bool, tls: bool = True) -> socket.socket | None:
+    """A raw connection that does TLS as a gRPC client does (unless `tls` is False) and, with
+    `hello`, the HTTP/2 preface. None when the server closed it during the TLS handshake: a
+    connection over the cap is closed at once, before TLS can start."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
+    context = server.auth().ssl_context()
+    if tls and context is not None:
+        try:
+            sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+        except (ssl.SSLError, ConnectionError):
+            sock.close()
+            return None
     if hello:
         sock.sendall(PREFACE + _frame(SETTINGS, 0, 0))
+    return sock
+
+
+def _open(server: Server, hello: bool, tls: bool = True) -> socket.socket:
+    sock = _connect(server, hello, tls)
+    assert sock is not None, "the server closed a connection during the TLS handshake"
     return sock
 
 
@@ -132,7 +164,7 @@ class _Reader:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
                 break
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):  # a TLS session cut without close_notify
                 chunk = b""
             self.closed = not chunk
             self.buf += chunk
@@ -182,12 +214,19 @@ def test_connections_over_the_cap_are_closed_and_gates_keep_working(conn_server:
         assert next(watch).venue_id == "t-small"
         assert gate.Validate(_entry("t-lake", 0), timeout=10).allowed
 
-        flood = [_connect(conn_server.port, hello=True) for _ in range(MAX_CONNECTIONS + 10)]
+        attempts = [_connect(conn_server, hello=True) for _ in range(MAX_CONNECTIONS + 10)]
+        flood = [s for s in attempts if s is not None]
         try:
-            # Served connections get the server's SETTINGS first; refused ones only an EOF.
+            # Served connections get the server's SETTINGS first; refused ones only an EOF,
+            # during the TLS handshake (None above) or right after it.
             firsts = [_Reader(s).read(lambda r: bool(r.kinds)) for s in flood]
             served = [r for r in firsts if r.kinds]
             refused = [r for r in firsts if r.closed and not r.kinds]
+            print(
+                f"{len(attempts)} connections: {len(served)} served, "
+                f"{len(attempts) - len(flood)} closed during the TLS handshake, "
+                f"{len(refused)} closed right after it"
+            )
             assert len(served) + len(refused) == len(flood)
             assert len(served) <= MAX_CONNECTIONS - 1  # the gate holds one
 
@@ -208,17 +247,24 @@ def test_connections_over_the_cap_are_closed_and_gates_keep_working(conn_server:
         assert decision.allowed
 
 
+def test_a_connection_that_never_starts_tls_is_closed(conn_server: Server) -> None:
+    with _open(conn_server, hello=False, tls=False) as sock:
+        reader = _Reader(sock, answer_settings=False).read()
+    assert reader.closed, "a connection without a TLS handshake was left open"
+    assert reader.kinds == []  # no HTTP/2 is spoken before TLS
+
+
 def test_a_connection_that_never_starts_http2_is_closed(conn_server: Server) -> None:
-    with _connect(conn_server.port, hello=False) as sock:
+    with _open(conn_server, hello=False) as sock:
         reader = _Reader(sock, answer_settings=False).read()
     assert reader.closed, "a connection without the HTTP/2 preface was left open"
     assert GOAWAY in reader.kinds  # the server gave up on it; it did not just fail a parse
 
 
 def test_a_watch_whose_client_stops_answering_pings_is_closed(conn_server: Server) -> None:
-    with _connect(conn_server.port, hello=True) as sock:
+    with _open(conn_server, hello=True) as sock:
         reader = _Reader(sock).read(lambda r: SETTINGS in r.kinds)
-        sock.sendall(_watch_frames(1, "t-small"))
+        sock.sendall(_watch_frames(1, "t-small", conn_server.auth().bearer))
         reader.read()
     assert DATA in reader.kinds, "the watch was not served"
     assert reader.closed, "a silent client's watch was kept open"
@@ -229,7 +275,7 @@ def test_two_hundred_watchers_share_one_poll_per_tick(conn_server: Server) -> No
     _wait_watchers(conn_server, 0)
 
     async def scenario() -> tuple[int, float, float, list[int]]:
-        async with grpc.aio.insecure_channel(conn_server.target) as channel:
+        async with conn_server.aio_channel() as channel:
             quota = quota_pb2_grpc.QuotaStub(channel)
             gate = gate_pb2_grpc.GateStub(channel)
             calls = [
@@ -268,7 +314,7 @@ def test_watchers_over_the_cap_get_resource_exhausted(conn_server: Server) -> No
     _wait_watchers(conn_server, 0)
 
     async def scenario() -> None:
-        async with grpc.aio.insecure_channel(conn_server.target) as channel:
+        async with conn_server.aio_channel() as channel:
             quota = quota_pb2_grpc.QuotaStub(channel)
 
             def watch() -> grpc.aio.UnaryStreamCall:

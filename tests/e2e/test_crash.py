@@ -72,7 +72,7 @@ def test_capacity_is_exact_across_two_ingress_processes(crash_server: Server) ->
     def gate_client(g: int) -> int:
         # A private connection per gate, so the kernel can spread them over both ingresses.
         opts = [("grpc.use_local_subchannel_pool", 1)]
-        with grpc.insecure_channel(crash_server.target, options=opts) as ch:
+        with crash_server.channel(options=opts) as ch:
             stub = gate_pb2_grpc.GateStub(ch)
             allowed = 0
             for k in range(8):
@@ -119,8 +119,8 @@ class Ledger:
                 self.decided[r.request_id] = d
 
 
-def _gate_client(target: str, client: int, stop: threading.Event, ledger: Ledger) -> None:
-    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+def _gate_client(server: Server, client: int, stop: threading.Event, ledger: Ledger) -> None:
+    with server.channel(options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
         gate = gate_pb2_grpc.GateStub(ch)
         n = 0
         while not stop.is_set() and n < 5000:
@@ -155,7 +155,7 @@ def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_serv
     ledger = Ledger()
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_gate_client, args=(crash_server.target, c, stop, ledger))
+        threading.Thread(target=_gate_client, args=(crash_server, c, stop, ledger))
         for c in range(CLIENTS)
     ]
     for t in threads:

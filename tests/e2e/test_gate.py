@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import ssl
 import time
 import uuid
 
@@ -310,15 +311,25 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
     assert {"passgate.v1.Gate", "passgate.v1.Passes", "passgate.v1.Quota"} <= names
 
 
+def _raw_connection(server: Server, inside_tls: bool) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    tls = server.auth().ssl_context()
+    if inside_tls and tls is not None:
+        return tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
 def test_garbage_bytes_do_not_take_the_server_down(
     server: Server, gate: gate_pb2_grpc.GateStub
 ) -> None:
-    for payload in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 8):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-            s.sendall(payload)
-            s.settimeout(2)
-            with contextlib.suppress(TimeoutError, ConnectionResetError):
-                s.recv(1024)
+    # Plain bytes meet the TLS handshake; the same bytes inside a TLS session meet HTTP/2.
+    for inside_tls in (False, True):
+        for payload in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 8):
+            with _raw_connection(server, inside_tls) as s:
+                s.sendall(payload)
+                s.settimeout(2)
+                with contextlib.suppress(TimeoutError, ConnectionResetError, ssl.SSLError):
+                    s.recv(1024)
     assert validate(gate, req("t-lake", card("ANNUAL", 10))).allowed
 
 

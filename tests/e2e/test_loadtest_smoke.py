@@ -2,7 +2,8 @@
 server, and once against a real passgate that the load test starts itself.
 
 It asserts structure (a well-formed report, its three files, every request answered, no errors),
-never speed.
+never speed. Both servers are reached over TLS with a bearer token, and the echo server refuses a
+call without one, as passgate does.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 import pytest
 
-from bench.echo_server import running_echo
+from bench.echo_server import EchoTarget, running_echo
 from loadtest.config import LoadConfig
 from loadtest.report import check_shape
 from loadtest.run import run_load
+from ops import channels
+from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
 
 pytestmark = pytest.mark.e2e
 
@@ -25,9 +29,9 @@ LATENCY_KEYS = {"p50", "p90", "p99", "p99_9", "max"}
 
 
 @pytest.fixture(scope="module")
-def echo_target() -> Iterator[str]:
-    with running_echo(procs=1) as target:
-        yield target
+def echo() -> Iterator[EchoTarget]:
+    with running_echo(procs=1) as server:
+        yield server
 
 
 def _small(**settings: Any) -> LoadConfig:
@@ -77,9 +81,10 @@ def _assert_well_formed(report: dict[str, Any], results: Path) -> None:
 @pytest.mark.parametrize(
     ("mode", "profile"), [("unary", "flat"), ("stream", "holiday-peak"), ("batch", "flat")]
 )
-def test_modes_against_echo(echo_target: str, tmp_path: Path, mode: str, profile: str) -> None:
+def test_modes_against_echo(echo: EchoTarget, tmp_path: Path, mode: str, profile: str) -> None:
     cfg = _small(
-        target=echo_target,
+        target=echo.target,
+        credentials=echo.credentials,
         mode=mode,
         profile=profile,
         rate=200.0,
@@ -93,9 +98,10 @@ def test_modes_against_echo(echo_target: str, tmp_path: Path, mode: str, profile
     assert report["totals"]["decisions_by_reason"] == {"REASON_OK": report["totals"]["answered"]}
 
 
-def test_step_search_against_echo(echo_target: str, tmp_path: Path) -> None:
+def test_step_search_against_echo(echo: EchoTarget, tmp_path: Path) -> None:
     cfg = _small(
-        target=echo_target,
+        target=echo.target,
+        credentials=echo.credentials,
         profile="step",
         rate=100.0,
         step_s=2.0,
@@ -110,6 +116,16 @@ def test_step_search_against_echo(echo_target: str, tmp_path: Path) -> None:
     assert all({"rate", "p99_ms", "passed"} <= set(s) for s in stairs)
 
 
+def test_echo_serves_tls_and_requires_the_token(echo: EchoTarget) -> None:
+    scan = gate_pb2.ValidateRequest(request_id="smoke-1", venue_id="v", gate_id="v-g01")
+    bare = channels.no_token_channel(echo.target, echo.credentials)
+    with bare, pytest.raises(grpc.RpcError) as refused:
+        gate_pb2_grpc.GateStub(bare).Validate(scan, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    with channels.channel(echo.target, "admin", echo.credentials) as ch:
+        assert gate_pb2_grpc.GateStub(ch).Validate(scan, timeout=10).request_id == "smoke-1"
+
+
 def test_real_server_self_started(tmp_path: Path) -> None:
     """`make loadtest` in miniature: start run_cluster.py, import passes, run, stop."""
     cfg = _small(
@@ -120,6 +136,7 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     imported = report["population"]["import"]
     assert imported["upserted"] == 2_000 and imported["rejected"] == 0
     assert report["config"]["server"] == "self-started"
+    assert report["config"]["transport"] == "TLS"
     assert report["warmup"]["answered"] == report["warmup"]["sent"] > 0
     reasons = report["totals"]["decisions_by_reason"]
     # Real decisions: some admitted, and the mix's unknown credentials and the like denied.

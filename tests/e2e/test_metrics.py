@@ -10,7 +10,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
 import pytest
 
 from actors.shard import shard_of
@@ -46,7 +45,7 @@ def test_concurrent_requests_arrive_in_few_actor_calls(server: Server) -> None:
     before = shard_calls(scrape(server), shard)
 
     async def burst() -> int:
-        async with grpc.aio.insecure_channel(server.target) as ch:
+        async with server.aio_channel() as ch:
             stub = gate_pb2_grpc.GateStub(ch)
             calls = [
                 stub.Validate(req("t-lake", card("ANNUAL", k % 400)), timeout=20) for k in range(n)

@@ -32,7 +32,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_a_burst_keeps_the_admission_promises(
     server: Server, calls: int, deadline_ms: int, concurrency: int
 ) -> None:
-    result = run_burst(server.target, calls, deadline_ms, channels=4, concurrency=concurrency)
+    result = run_burst(
+        server.target, calls, deadline_ms, channels=4, concurrency=concurrency, auth=server.auth()
+    )
     print(result.summary())
     assert set(result.codes) <= EXPECTED, result.codes
     assert sum(result.codes.values()) == calls
