@@ -13,8 +13,7 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from actors.errors import StorageError
-from actors.shard_store import storage_error
+from actors.errors import StorageError, storage_error
 from core.keys import credential_key
 from core.limits import CREDENTIAL_VALUE, text_problem
 from core.models import PassStatus

@@ -1,4 +1,4 @@
-"""Ray wiring: the actor wrappers and the handles an ingress needs.
+"""Ray wiring: the actor wrappers and their start-up (run_cluster only; ingresses use routing).
 
 `ray.remote` is applied here, late, over the plain classes; nothing in core/ knows about Ray.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
+from actors.routing import NAMESPACE, Handles
 from actors.shard import VenueShard, layout_problem, shard_dir
 from actors.shard_store import ShardStore
 from core.models import PassRecord, PassStatus, Province
 
-NAMESPACE = "passgate"
 # Retrying a batch on a restarted shard is safe: request_ids make every item idempotent.
 SHARD_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 5, "num_cpus": 0}
 
@@ -39,13 +38,6 @@ class CatalogActor(CatalogWriter):
 
 ShardActor: Any = ray.remote(VenueShard)
 CatalogRemote: Any = ray.remote(CatalogActor)
-
-
-@dataclass
-class Handles:
-    shards: list[Any]
-    catalog: Any
-    n_shards: int
 
 
 # Bounds every start-up wait: with max_restarts=-1 an actor whose constructor keeps failing
@@ -120,20 +112,3 @@ def _init_error(exc: RayError) -> str:
         return "; see the log above"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f": {lines[-1][:200]}" if lines else ""
-
-
-def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
-    """For extra ingress processes: finds the named actors started by run_cluster."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            catalog = ray.get_actor("catalog", namespace=NAMESPACE)
-            shards = [ray.get_actor(f"shard-{i}", namespace=NAMESPACE) for i in range(n_shards)]
-            return Handles(shards, catalog, n_shards)
-        except ValueError:
-            if time.monotonic() > deadline:
-                raise StartupFailed(
-                    f"start-up: the catalog and {n_shards} shard actors were not found within "
-                    f"{timeout_s:.0f} s; is run_cluster.py running with --shards {n_shards}?"
-                ) from None
-            time.sleep(0.2)

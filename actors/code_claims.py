@@ -29,7 +29,7 @@ from pathlib import Path
 
 import lmdb
 
-from actors.shard_store import storage_error
+from actors.errors import storage_error
 from core.qr import KEY_ID_RE, public_key_bytes
 
 log = logging.getLogger("passgate.codes")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import lmdb
+
 
 class PassgateError(Exception):
     """Base of every error passgate raises on purpose."""
@@ -60,3 +62,10 @@ class Unauthenticated(PassgateError):
 
 class PermissionDenied(PassgateError):
     """A valid credential whose role, venue or gate does not allow this call."""
+
+
+def storage_error(what: str, exc: lmdb.Error) -> StorageError:
+    """LMDB's error as passgate's: a full map or disk is told apart (it heals when space frees)."""
+    if isinstance(exc, lmdb.MapFullError | lmdb.DiskError) or "No space" in str(exc):
+        return StorageFull(f"{what}: storage full")
+    return StorageError(f"{what}: {type(exc).__name__}")

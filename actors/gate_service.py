@@ -22,7 +22,7 @@ from actors.batcher import ShardBatcher
 from actors.convert import credential, decision_proto, invalid_decision, request_from_proto, text
 from actors.error_map import Undecodable, status_of
 from actors.errors import BadRequest, Overloaded, PermissionDenied, ShardUnavailable
-from actors.shard import shard_of
+from actors.routing import shard_of
 from core.models import Reason
 from core.records import Decision, Request
 from proto.passgate.v1 import gate_pb2, gate_pb2_grpc

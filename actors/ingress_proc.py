@@ -16,8 +16,8 @@ import uvloop
 from prometheus_client import start_http_server
 
 from actors import metrics
-from actors.cluster import NAMESPACE, connect
 from actors.config_files import load_province
+from actors.routing import NAMESPACE, connect
 from actors.server import IngressSettings, serve_until_signalled
 
 

@@ -19,12 +19,11 @@ import grpc
 
 from actors.auth import Principal, caller
 from actors.catalog import CatalogReader
-from actors.cluster import Handles
 from actors.codec import encode_batch
 from actors.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
 from actors.error_map import Undecodable
 from actors.errors import BadRequest, NotFound
-from actors.shard import shard_of
+from actors.routing import Handles, shard_of
 from core.limits import FREE_TEXT, echo
 from core.models import Province
 from core.records import PassRecord, Usage

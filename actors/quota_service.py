@@ -12,10 +12,9 @@ from typing import Any
 import grpc
 
 from actors.auth import recheck_caller
-from actors.cluster import Handles
 from actors.convert import text
 from actors.errors import NotFound, Overloaded
-from actors.shard import shard_of
+from actors.routing import Handles, shard_of
 from actors.status_feed import DEFAULT_MAX_WATCHERS, FeedClosed, StatusFeed
 from core.limits import echo
 from proto.passgate.v1 import quota_pb2, quota_pb2_grpc

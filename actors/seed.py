@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ray
 
-from actors.cluster import Handles
 from actors.codec import encode_batch
 from actors.errors import PassgateError
+from actors.routing import Handles
 from core.models import PassRecord, Province
 from core.population import generate_passes
 

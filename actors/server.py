@@ -27,11 +27,11 @@ from actors import connections, metrics
 from actors.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.batcher import ShardBatcher
 from actors.catalog import CatalogReader, catalog_path
-from actors.cluster import Handles
 from actors.error_map import ErrorMapInterceptor
 from actors.gate_service import GateService
 from actors.passes_service import PassesService
 from actors.quota_service import QuotaService
+from actors.routing import Handles
 from core.models import Province
 from proto.passgate.v1 import (
     gate_pb2,

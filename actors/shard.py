@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from actors.catalog import CatalogReader, catalog_path
 from actors.code_claims import Claim, CodeClaims, IssuerKeys, claim_owner, codes_path, issuer_dir
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import DataDirMismatch
+from actors.routing import shard_of
 from actors.shard_quota import QuotaOps
 from actors.shard_store import BatchWrites, ShardStore
 from actors.shard_venues import Running, VenueBook
@@ -72,11 +72,6 @@ _REPLAYED = (Reason.REPLAYED_CODE, LABELS[Reason.REPLAYED_CODE])
 KEY_CHECK_S = 5.0
 
 _EMPTY = Usage()
-
-
-def shard_of(venue_id: str, n_shards: int) -> int:
-    """The one shard that owns a venue: stable across processes and restarts."""
-    return zlib.crc32(venue_id.encode()) % n_shards
 
 
 def layout_problem(seen: int, asked: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import lmdb
 import msgspec
 
-from actors.errors import StorageError, StorageFull
+from actors.errors import storage_error
 from core.keys import split_reservation_key, split_usage_key
 from core.records import (
     CountersSnapshot,
@@ -63,13 +63,6 @@ class BatchWrites:
             or self.reservations_del
             or self.counters is not None
         )
-
-
-def storage_error(what: str, exc: lmdb.Error) -> StorageError:
-    """LMDB's error as passgate's: a full map or disk is told apart (it heals when space frees)."""
-    if isinstance(exc, lmdb.MapFullError | lmdb.DiskError) or "No space" in str(exc):
-        return StorageFull(f"{what}: storage full")
-    return StorageError(f"{what}: {type(exc).__name__}")
 
 
 class ShardStore:

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
 from actors.codec import encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
-from actors.shard import VenueShard, shard_of
+from actors.routing import shard_of
+from actors.shard import VenueShard
 from actors.shard_store import BatchWrites, ShardStore
 from core import qr
 from core.clock import local_time

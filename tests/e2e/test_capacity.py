@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from actors.shard import shard_of
+from actors.routing import shard_of
 from proto.passgate.v1 import (
     common_pb2,
     gate_pb2_grpc,

@@ -146,7 +146,7 @@ def _wait_for_new_pid(server: Server, shard: int, old: int, timeout: float = 60)
 
 
 def _owner(venue_id: str, n_shards: int) -> int:
-    from actors.shard import shard_of
+    from actors.routing import shard_of
 
     return shard_of(venue_id, n_shards)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.shard import shard_of
+from actors.routing import shard_of
 from proto.passgate.v1 import gate_pb2_grpc
 from tests.e2e.conftest import card
 from tests.e2e.harness import Server

@@ -24,7 +24,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from actors.shard import shard_of
+from actors.routing import shard_of
 from core import qr
 from core.models import QrPolicy
 from ops.qr import load_private_key

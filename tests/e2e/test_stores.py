@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from actors.shard import shard_of
+from actors.routing import shard_of
 from loadtest.server import ROOT, free_port, stop_group
 from proto.passgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc, quota_pb2, quota_pb2_grpc
 from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE, card, import_passes

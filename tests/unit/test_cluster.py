@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors import cluster
-from actors.cluster import StartupFailed
+from actors import cluster, routing
+from actors.errors import StartupFailed
 
 
 def _get_failing_with(exc: Exception, bad: str) -> Any:
@@ -68,6 +68,6 @@ def test_connect_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing(name: str, namespace: str | None = None) -> Any:
         raise ValueError(f"Failed to look up actor {name}")
 
-    monkeypatch.setattr(cluster.ray, "get_actor", missing)
+    monkeypatch.setattr(routing.ray, "get_actor", missing)
     with pytest.raises(StartupFailed, match="were not found within 0 s"):
-        cluster.connect(2, timeout_s=0.0)
+        routing.connect(2, timeout_s=0.0)

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_decisions, encode_batch
 from actors.errors import StorageError
-from actors.shard import VenueShard, shard_of
+from actors.routing import shard_of
+from actors.shard import VenueShard
 from core import qr
 from core.models import (
     AntiPassback,
