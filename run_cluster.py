@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import ray
 import uvloop
@@ -29,6 +31,7 @@ from actors.routing import NAMESPACE
 from actors.seed import seed_if_empty
 from actors.server import IngressSettings, serve_until_signalled
 from actors.store_check import StoreCorrupt, check_data_dir, record_stores
+from core.clock import local_time
 from core.config import ConfigError
 from ops.channels import default_credentials_dir
 from ops.credentials import ensure_dev_credentials, summary_line
@@ -109,6 +112,13 @@ def _frozen_ms(text: str | None) -> int | None:
     return int(instant.timestamp() * 1000)
 
 
+def server_today(frozen_ms: int | None, default_tz: str) -> int:
+    """The server clock's date (frozen or real) in the province's time zone, as an ordinal: the
+    synthetic passes seeded at first start are valid around it, not around the host's date."""
+    now_ms = frozen_ms if frozen_ms is not None else time.time_ns() // 1_000_000
+    return local_time(ZoneInfo(default_tz), now_ms).day
+
+
 def _record_stores(data_dir: Path, n_shards: int, when: str) -> None:
     """Notes the stores' LMDB facts for the next start's check. Failing to is no reason to stop
     serving: the previous record stays, and it can only be lower, so the check stays sound."""
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock), args.credentials
         )
         _record_stores(args.data_dir, args.shards, "start")
-        today = date.today().toordinal()
+        today = server_today(_frozen_ms(args.frozen_clock), province.default_tz)
         seeded = seed_if_empty(handles, province, demo, args.seed_passes, today)
         if seeded:
             print(f"seeded {seeded} passes into the catalog", flush=True)
