@@ -1,7 +1,13 @@
 """`make bench`: microbenchmarks of the real code paths, then the transport limit.
 
-python -m bench                  # micro table + passgate vs bare echo server (step search)
-python -m bench --micro-only     # just the table (about a minute)
+python -m bench                    # micro table, then passgate vs the bare echo server
+python -m bench --micro-only       # just the table (about a minute)
+python -m bench --transport-only   # just the comparison (about 6 minutes)
+python -m bench --transport-only --only unary   # one load run, no h2load or burst
+
+The comparison (bench/transport.py): unary flat 1,000/s, batch 5,000 decisions/s at 100 per call
+and a stream step search, each against passgate and then the echo server with the same generator,
+with the instrument's validity; h2load's dry-run ratio; a 5,000-call burst.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages: other work on a shared machine moves figures."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def save(rows: list[Row], where: str, results: Path) -> Path:
     """Writes the micro table as results/bench-<time>.json and .md; returns the JSON path."""
     results.mkdir(parents=True, exist_ok=True)
@@ -46,18 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--micro-only", action="store_true", help="skip the transport comparison")
     p.add_argument("--passes", type=int, default=50000, help="catalog size for the micro runs")
-    p.add_argument("--mode", default="unary", choices=["unary", "stream", "batch"])
-    p.add_argument("--seconds", type=float, default=8.0, help="per step of the transport search")
+    p.add_argument("--transport-only", action="store_true", help="skip the micro table")
+    p.add_argument(
+        "--only",
+        default=None,
+        choices=["unary", "stream", "batch"],
+        help="transport: just this load run (no h2load, no burst)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="transport: a step search's stair; flat runs last twice as long",
+    )
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
-    rows = run_all(args.passes)
-    print(table(rows), flush=True)
-    saved = save(rows, machine(), Path("results"))
-    print(f"saved {saved}", flush=True)
+    if not args.transport_only:
+        rows = run_all(args.passes)
+        print(table(rows), flush=True)
+        saved = save(rows, machine(), Path("results"))
+        print(f"saved {saved}", flush=True)
     if not args.micro_only:
         from bench.transport import compare
 
-        print(compare(args.mode, args.seconds), flush=True)
+        print(f"load average before the comparison: {load_average()}", flush=True)
+        print(compare(args.seconds, args.only), flush=True)
+        print(f"load average after: {load_average()}", flush=True)
     return 0
 
 

@@ -92,8 +92,18 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
     )
     p.add_argument(
         "--echo-baseline",
-        action="store_true",
-        help="also run the same load against bench/echo_server.py and report passgate / echo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="afterwards run the same load against bench/echo_server.py: echo's figures next to "
+        "passgate's, passgate / echo, and whether the instrument was valid (generator's p99 "
+        "against echo <= 5 ms); --no-echo-baseline skips it (default: on)",
+    )
+    p.add_argument(
+        "--generator-nice",
+        type=int,
+        default=d.generator_nice,
+        help="nice value of the generator's workers (negative: ahead of the server, when "
+        "allowed; 0: unchanged)",
     )
     p.add_argument(
         "--echo-procs",
@@ -134,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         ingress_procs=a.ingress_procs,
         server_args=a.server_arg,
         echo_baseline=a.echo_baseline,
+        generator_nice=a.generator_nice,
         echo_procs=a.echo_procs,
         results_dir=a.results,
         live=not a.quiet,

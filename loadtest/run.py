@@ -102,6 +102,7 @@ def specs_for(
             max_outstanding=cfg.max_outstanding,
             deadline_s=cfg.deadline_ms / 1000,
             arrivals=cfg.arrivals,
+            nice=cfg.generator_nice,
         )
         for i in range(cfg.workers)
     ]

@@ -330,6 +330,7 @@ def _merge(
                 "sent": f["tally"]["sent"],
                 "unsent": f["tally"]["unsent"],
                 "stream_restarts": f["restarts"],
+                "nice": f.get("nice", 0),
             }
         )
     hist = merge([f["hist"] for f in finals.values()])

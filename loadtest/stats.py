@@ -23,8 +23,8 @@ def new_hist() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
-def record(hist: HdrHistogram, micros: float) -> None:
-    hist.record_value(min(max(int(micros), LOWEST_US), HIGHEST_US))
+def record(hist: HdrHistogram, micros: float, count: int = 1) -> None:
+    hist.record_value(min(max(int(micros), LOWEST_US), HIGHEST_US), count)
 
 
 def decode(encoded: bytes) -> HdrHistogram:

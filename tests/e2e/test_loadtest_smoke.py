@@ -1,9 +1,11 @@
 """Smoke test of the load generator: a few seconds at a low rate in every mode against the echo
 server, and once against a real passgate that the load test starts itself.
 
-It asserts structure (a well-formed report, its three files, every request answered, no errors),
-never speed. Both servers are reached over TLS with a bearer token, and the echo server refuses a
-call without one, as passgate does.
+It asserts structure (a well-formed report, its three files, every request answered, no errors,
+the echo baseline's columns and the instrument's verdict), never speed: whether the instrument was
+valid depends on the machine, so only its presence and consistency are checked. Both servers are
+reached over TLS with a bearer token, and the echo server refuses a call without one, as passgate
+does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 
 from bench.echo_server import EchoTarget, running_echo
 from loadtest.config import LoadConfig
-from loadtest.report import check_shape
+from loadtest.report import INSTRUMENT_P99_LIMIT_MS, check_shape
 from loadtest.run import run_load
 from ops import channels
 from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
@@ -98,22 +100,40 @@ def test_modes_against_echo(echo: EchoTarget, tmp_path: Path, mode: str, profile
     assert report["totals"]["decisions_by_reason"] == {"REASON_OK": report["totals"]["answered"]}
 
 
-def test_step_search_against_echo(echo: EchoTarget, tmp_path: Path) -> None:
+def test_step_search_with_echo_baseline(echo: EchoTarget, tmp_path: Path) -> None:
+    """The echo server as the target and as its own baseline: the report carries echo's figures
+    next to every stair and says whether the instrument was valid, consistently with them."""
     cfg = _small(
         target=echo.target,
         credentials=echo.credentials,
         profile="step",
         rate=100.0,
-        step_s=2.0,
-        duration_s=4.0,
+        step_s=1.0,
+        duration_s=2.0,
         import_passes=False,
+        echo_baseline=True,
         results_dir=tmp_path,
     )
     report = run_load(cfg)
     _assert_well_formed(report, tmp_path)
     stairs = report["step"]["stairs"]
     assert [s["rate"] for s in stairs] == [100.0, 125.0]
-    assert all({"rate", "p99_ms", "passed"} <= set(s) for s in stairs)
+    assert all(
+        {"rate", "p99_ms", "passed", "echo_p99_ms", "instrument_valid"} <= set(s) for s in stairs
+    )
+    echo_side = report["transport"]["echo"]
+    assert echo_side["answered"] == echo_side["sent"] > 0 and echo_side["errors"] == 0
+    assert set(echo_side["latency_ms"]) >= LATENCY_KEYS
+    ins = report["instrument"]
+    assert ins["checked"] is True and ins["limit_ms"] == INSTRUMENT_P99_LIMIT_MS
+    worst = max(s["echo_p99_ms"] for s in stairs)
+    assert ins["echo_p99_ms"] == worst
+    assert ins["valid"] is (worst <= INSTRUMENT_P99_LIMIT_MS)
+    assert all(s["instrument_valid"] is (s["echo_p99_ms"] <= ins["limit_ms"]) for s in stairs)
+    text = Path(report["files"]["md"]).read_text()
+    assert "| echo, same generator |" in text
+    assert ("Instrument: **valid**" in text) is ins["valid"]
+    assert ("Instrument: **INVALID**" in text) is (not ins["valid"])
 
 
 def test_echo_serves_tls_and_requires_the_token(echo: EchoTarget) -> None:
@@ -138,6 +158,8 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     assert report["config"]["server"] == "self-started"
     assert report["config"]["transport"] == "TLS"
     assert report["warmup"]["answered"] == report["warmup"]["sent"] > 0
+    # No echo baseline here (it has its own test): the report says the instrument is unchecked.
+    assert report["instrument"]["checked"] is False and report["instrument"]["valid"] is None
     reasons = report["totals"]["decisions_by_reason"]
     # Real decisions: some admitted, and the mix's unknown credentials and the like denied.
     assert reasons.get("REASON_OK", 0) > 0 and len(reasons) > 1
