@@ -22,14 +22,14 @@ import ray
 import uvloop
 from prometheus_client import start_http_server
 
-from actors import metrics
 from actors.cluster import start_actors
 from actors.config_files import DEFAULT_CONFIG_DIR, load_demo_passes, load_province
 from actors.errors import PassgateError
-from actors.ingress_pool import extra_ingresses
+from actors.ingress import metrics
+from actors.ingress.pool import extra_ingresses
+from actors.ingress.server import IngressSettings, serve_until_signalled
 from actors.routing import NAMESPACE
 from actors.seed import seed_if_empty
-from actors.server import IngressSettings, serve_until_signalled
 from actors.store_check import StoreCorrupt, check_data_dir, record_stores
 from core.clock import local_time
 from core.config import ConfigError

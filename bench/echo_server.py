@@ -6,9 +6,9 @@ passgate with the same generator at the same rate and process count gives the ra
 
 Like for like: it serves TLS with the same server certificate as passgate (`server.pem` and
 `server.key` of the credentials directory) and requires the same bearer token, checked by the same
-code (actors.auth.Authenticator: the signature once per token, then a cache lookup per call, and
-the method table for unary calls). With --insecure it serves plaintext and still requires the
-token, as passgate does.
+code (`actors.ingress.auth.Authenticator`: the signature once per token, then a cache lookup per
+call, and the method table for unary calls). With --insecure it serves plaintext and still
+requires the token, as passgate does.
 
     python -m bench.echo_server --port 50061 --procs 2 [--credentials DIR] [--insecure]
 
@@ -40,8 +40,8 @@ from typing import Any
 import grpc
 import uvloop
 
-from actors.auth import SERVER_CERT, SERVER_KEY, Authenticator, authorize
 from actors.errors import PermissionDenied, Unauthenticated
+from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator, authorize
 from ops.channels import default_credentials_dir
 from proto.passgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 

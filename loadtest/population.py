@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from actors.config_files import load_province
-from actors.convert import pass_proto
+from actors.ingress.convert import pass_proto
 from core.population import generate_passes
 from loadtest.client import ClientAuth
 from proto.passgate.v1 import passes_pb2_grpc

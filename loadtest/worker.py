@@ -348,7 +348,7 @@ REASON_NAMES = {v: common_pb2.Reason.Name(v) for v in common_pb2.Reason.values()
 
 
 def in_band_code(message: str) -> str:
-    """The gRPC code an in-band failed item stands for (see actors.gate_service)."""
+    """The gRPC code an in-band failed item stands for (see actors.ingress.gate_service)."""
     if message.startswith("INVALID_ARGUMENT"):
         return "INVALID_ARGUMENT"
     if message.startswith("overloaded"):

@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from actors.auth import (
+from actors.config_files import DEFAULT_CONFIG_DIR, load_province
+from actors.ingress.auth import (
     ALGORITHM,
     CA_CERT,
     CA_KEY,
@@ -48,7 +49,6 @@ from actors.auth import (
     TOKENS_DIR,
     Role,
 )
-from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from core.config import ConfigError
 from core.models import Province
 from ops.channels import default_credentials_dir

@@ -1,4 +1,5 @@
-"""actors/auth.py: the method table covers every passgate method and says what the issue asks,
+"""actors/ingress/auth.py: the method table covers every passgate method and says what the issue
+asks,
 tokens are verified once and refused when expired, forged or revoked, and a gate or an operator
 sees a limited pass view."""
 
@@ -15,8 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import message_factory
 
-from actors import auth
-from actors.auth import (
+from actors.errors import PermissionDenied, Unauthenticated
+from actors.ingress import auth
+from actors.ingress.auth import (
     RULES,
     Authenticator,
     DenyList,
@@ -26,8 +28,7 @@ from actors.auth import (
     authorize,
     item_allowed,
 )
-from actors.errors import PermissionDenied, Unauthenticated
-from actors.passes_service import _limited
+from actors.ingress.passes_service import _limited
 from proto.passgate.v1 import common_pb2, gate_pb2, passes_pb2, quota_pb2
 
 OWN, OTHER = "v-own", "v-other"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from actors.batcher import ShardBatcher
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import Overloaded, ShardUnavailable
+from actors.ingress.batcher import ShardBatcher
 from core.models import Reason
 from core.records import Decision, Request
 

@@ -8,7 +8,7 @@ import resource
 
 import pytest
 
-from actors.connections import (
+from actors.ingress.connections import (
     FD_HEADROOM,
     ConnectionLimits,
     add_flags,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from actors.auth import Authenticator, DenyList, Role
 from actors.config_files import load_province
 from actors.errors import Unauthenticated
+from actors.ingress.auth import Authenticator, DenyList, Role
 from core.models import Province
 from ops import channels, credentials
 from ops.credentials import Identity, ensure_dev_credentials, issue_token

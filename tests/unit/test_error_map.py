@@ -9,8 +9,8 @@ import pytest
 import ray.exceptions as rex
 
 from actors import errors
-from actors.error_map import MAX_MESSAGE_CHARS, PASSGATE_CODES, status_of
 from actors.errors import BadRequest, PassgateError, StorageFull
+from actors.ingress.error_map import MAX_MESSAGE_CHARS, PASSGATE_CODES, status_of
 
 Code = grpc.StatusCode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.service_model import PRIOR_OVERHEAD_S, ServiceModel
+from actors.ingress.service_model import PRIOR_OVERHEAD_S, ServiceModel
 
 
 def test_fits_overhead_and_per_item_cost() -> None:

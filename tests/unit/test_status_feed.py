@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from actors import metrics
 from actors.errors import NotFound, Overloaded
-from actors.status_feed import FeedClosed, StatusFeed, Watcher
+from actors.ingress import metrics
+from actors.ingress.status_feed import FeedClosed, StatusFeed, Watcher
 
 Row = dict[str, Any]
 

@@ -1,5 +1,5 @@
 """Who may call what: bearer-token identities, the method -> roles table, and the check that every
-passgate method goes through once (the error map's wrapper calls it, see actors/error_map.py).
+passgate method goes through once (the wrapper of `error_map.py` in this package calls it).
 
 A caller sends `authorization: Bearer <jwt>`; the JWT is signed with the Ed25519 key of the
 credentials directory (ops/credentials.py writes it) and names a role, its venues and, for a gate,

@@ -2,9 +2,9 @@
 
 Routes each validation to its venue's shard through a per-shard micro-batcher and polls the shards
 once a second for the figures Prometheus shows. Its connection limits, keepalive and timeouts
-come from actors/connections.py; watchers share one status feed per venue (actors/status_feed.py).
+come from `connections.py`; watchers share one status feed per venue (`status_feed.py`).
 It serves TLS with the credentials directory's server certificate (plaintext only with
---insecure), and every call but health passes the bearer-token check of actors/auth.py.
+--insecure), and every call but health passes the bearer-token check of actors/ingress/auth.py.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from actors import connections, metrics
-from actors.auth import SERVER_CERT, SERVER_KEY, Authenticator
-from actors.batcher import ShardBatcher
 from actors.catalog import CatalogReader, catalog_path
-from actors.error_map import ErrorMapInterceptor
-from actors.gate_service import GateService
-from actors.passes_service import PassesService
-from actors.quota_service import QuotaService
+from actors.ingress import connections, metrics
+from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator
+from actors.ingress.batcher import ShardBatcher
+from actors.ingress.error_map import ErrorMapInterceptor
+from actors.ingress.gate_service import GateService
+from actors.ingress.passes_service import PassesService
+from actors.ingress.quota_service import QuotaService
 from actors.routing import Handles
 from core.models import Province
 from proto.passgate.v1 import (

@@ -3,7 +3,7 @@
 An import stores every valid record and counts each bad one in `errors` with its position (0-based
 in the stream) and reason; a bad record never takes its neighbours with it.
 
-Who may call what is decided before a call gets here (actors/auth.py, including the venue of a
+Who may call what is decided before a call gets here (`auth.py`, including the venue of a
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
 product, status, validity and the usage at its own venues; never credentials, groups, credit tier
 or debt. Full holder data is for the card centre and admin.
@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 
-from actors.auth import Principal, caller
 from actors.catalog import CatalogReader
 from actors.codec import encode_batch
-from actors.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
-from actors.error_map import Undecodable
 from actors.errors import BadRequest, NotFound
+from actors.ingress.auth import Principal, caller
+from actors.ingress.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
+from actors.ingress.error_map import Undecodable
 from actors.routing import Handles, shard_of
 from core.limits import FREE_TEXT, echo
 from core.models import Province

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors import metrics
 from actors.errors import NotFound, Overloaded
+from actors.ingress import metrics
 
 INTERVAL_S = 0.5
 DEFAULT_MAX_WATCHERS = 10_000

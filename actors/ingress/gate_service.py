@@ -1,9 +1,9 @@
 """service Gate: validation for gate fleets, routed by venue to the owning shard's batcher.
 
-Errors leave through `actors.error_map` (the interceptor for unary calls, `status_of` for items of
-a batch or stream); a malformed item of a batch or stream gets its own decision and fails alone, and
+Errors leave through `error_map` (the interceptor for unary calls, `status_of` for items of a
+batch or stream); a malformed item of a batch or stream gets its own decision and fails alone, and
 so does an item for a venue or gate the caller's credential does not cover (PERMISSION_DENIED).
-The interceptor has already admitted the caller (actors/auth.py); a stream re-checks its credential
+The interceptor has already admitted the caller (`auth.py`); a stream re-checks its credential
 at every item, so a gate revoked mid-stream is cut off.
 """
 
@@ -16,12 +16,18 @@ from typing import Any
 
 import grpc
 
-from actors import metrics
-from actors.auth import Principal, caller, item_allowed, recheck_caller
-from actors.batcher import ShardBatcher
-from actors.convert import credential, decision_proto, invalid_decision, request_from_proto, text
-from actors.error_map import Undecodable, status_of
 from actors.errors import BadRequest, Overloaded, PermissionDenied, ShardUnavailable
+from actors.ingress import metrics
+from actors.ingress.auth import Principal, caller, item_allowed, recheck_caller
+from actors.ingress.batcher import ShardBatcher
+from actors.ingress.convert import (
+    credential,
+    decision_proto,
+    invalid_decision,
+    request_from_proto,
+    text,
+)
+from actors.ingress.error_map import Undecodable, status_of
 from actors.routing import shard_of
 from core.models import Reason
 from core.records import Decision, Request

@@ -10,8 +10,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from actors.connections import ConnectionLimits
 from actors.errors import PassgateError
+from actors.ingress.connections import ConnectionLimits
 
 READY_TIMEOUT_S = 120
 
@@ -19,7 +19,7 @@ READY_TIMEOUT_S = 120
 def _command(args: argparse.Namespace, address: str, index: int) -> list[str]:
     metrics_port = args.metrics_port + index if args.metrics_port else 0
     return [
-        sys.executable, "-m", "actors.ingress_proc",
+        sys.executable, "-m", "actors.ingress.proc",
         "--address", address, "--index", str(index),
         "--config", str(args.config), "--data-dir", str(args.data_dir),
         "--shards", str(args.shards), "--port", str(args.port), "--host", args.host,

@@ -15,10 +15,10 @@ import ray
 import uvloop
 from prometheus_client import start_http_server
 
-from actors import metrics
 from actors.config_files import load_province
+from actors.ingress import metrics
+from actors.ingress.server import IngressSettings, serve_until_signalled
 from actors.routing import NAMESPACE, connect
-from actors.server import IngressSettings, serve_until_signalled
 
 
 def main(argv: list[str] | None = None) -> int:

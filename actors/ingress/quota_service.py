@@ -1,6 +1,6 @@
 """service Quota: scenic areas set and watch capacity; answered from the owning shard.
 
-Venue operators reach only their own venues (checked in actors/auth.py before a call gets here);
+Venue operators reach only their own venues (checked in `auth.py` before a call gets here);
 a watch re-checks its caller's credential at every update, so a revoked watcher is cut off.
 """
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc
 
-from actors.auth import recheck_caller
-from actors.convert import text
 from actors.errors import NotFound, Overloaded
+from actors.ingress.auth import recheck_caller
+from actors.ingress.convert import text
+from actors.ingress.status_feed import DEFAULT_MAX_WATCHERS, FeedClosed, StatusFeed
 from actors.routing import Handles, shard_of
-from actors.status_feed import DEFAULT_MAX_WATCHERS, FeedClosed, StatusFeed
 from core.limits import echo
 from proto.passgate.v1 import quota_pb2, quota_pb2_grpc
 

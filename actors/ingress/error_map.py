@@ -6,7 +6,7 @@ message here, and nowhere else. Clients never see a traceback, a pid, an address
   request stream an undecodable message arrives as an `Undecodable` item, and the servicer answers
   it alone (a bad item never ends its stream);
 - it maps whatever escapes the servicer through `status_of`;
-- it admits the caller first (actors/auth.py): authenticated before the request is decoded,
+- it admits the caller first (actors/ingress/auth.py): authenticated before the request is decoded,
   authorized against the method table with the decoded request, then bound to the call. Health
   stays open; reflection (every other method) needs a valid token.
 """
@@ -23,8 +23,6 @@ import grpc
 import lmdb
 import ray.exceptions as rex
 
-from actors import metrics
-from actors.auth import OPEN_PREFIXES, PASSGATE_PREFIX, Authenticator, Principal, authorize, bind
 from actors.errors import (
     BadRequest,
     DataDirMismatch,
@@ -38,6 +36,15 @@ from actors.errors import (
     StorageFull,
     StoreCorrupt,
     Unauthenticated,
+)
+from actors.ingress import metrics
+from actors.ingress.auth import (
+    OPEN_PREFIXES,
+    PASSGATE_PREFIX,
+    Authenticator,
+    Principal,
+    authorize,
+    bind,
 )
 
 log = logging.getLogger("passgate.errors")

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from actors.codec import decode_decisions, encode_batch
 from actors.errors import Overloaded, PassgateError, ShardUnavailable
-from actors.service_model import ServiceModel
+from actors.ingress.service_model import ServiceModel
 from core.records import Decision, Request
 
 ShardCall = Callable[[bytes], Awaitable[bytes]]

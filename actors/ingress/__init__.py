@@ -1,0 +1,1 @@
+"""The ingress process: gRPC servicers, auth, the error map, per-shard batchers, metrics."""
