@@ -10,14 +10,13 @@ passgate client finds them ($PASSGATE_CREDENTIALS, else ./data/credentials, or -
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from loadtest import client
 from loadtest.config import MODES, SEED, LoadConfig, default_workers
 from loadtest.profiles import PROFILES
+from loadtest.server import stop_on_sigterm
 
 
 def parse_args(argv: list[str] | None = None) -> LoadConfig:
@@ -159,14 +158,9 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
     return cfg
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same way out as Ctrl-C, so the self-started server is always stopped.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     from loadtest.report import markdown
     from loadtest.run import run_load
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -34,7 +32,7 @@ from loadtest import fuzz_world as w
 from loadtest.client import ClientAuth
 from loadtest.fuzz_campaign import Budget, Campaign
 from loadtest.fuzz_inputs import Ctx
-from loadtest.server import running_passgate
+from loadtest.server import running_passgate, stop_on_sigterm
 
 SEED = 20261001
 
@@ -200,14 +198,9 @@ def parse_args(argv: list[str] | None = None) -> FuzzConfig:
     )
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same way out as Ctrl-C, so the self-started server is always stopped.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     try:
         report = run_fuzz(cfg)
     except KeyboardInterrupt:

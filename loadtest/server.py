@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from loadtest.client import ClientAuth
 
@@ -151,3 +152,12 @@ def running_passgate(
             Path(data_dir), args, config_dir, log, credentials=credentials
         ) as server:
             yield server
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM takes the same way out as Ctrl-C, so a self-started server is always stopped."""
+    signal.signal(signal.SIGTERM, _terminate)

@@ -62,6 +62,24 @@ def pass_records() -> Iterator[passes_pb2.PassRecord]:
             )
 
 
+def annual_pass(pass_id: str, card_value: str) -> passes_pb2.PassRecord:
+    """A t-annual pass valid 2026-2027 with one card."""
+    return passes_pb2.PassRecord(
+        pass_id=pass_id,
+        product_id="t-annual",
+        credentials=[common_pb2.Credential(kind=CARD, value=card_value)],
+        valid_from="2026-01-01",
+        valid_until="2027-12-31",
+    )
+
+
+def import_annual_passes(channel: grpc.Channel, prefix: str, n: int) -> None:
+    """Imports passes `<prefix>-i` with cards `CARD-<prefix>-i` (i < n); all must land."""
+    records = (annual_pass(f"{prefix}-{i}", f"CARD-{prefix}-{i}") for i in range(n))
+    summary = passes_pb2_grpc.PassesStub(channel).UpsertPasses(records, timeout=60)
+    assert summary.upserted == n, list(summary.errors)
+
+
 def import_passes(channel: grpc.Channel) -> passes_pb2.UpsertSummary:
     stub = passes_pb2_grpc.PassesStub(channel)
     return stub.UpsertPasses(pass_records(), timeout=60)

@@ -27,12 +27,10 @@ from proto.passgate.v1 import (
     common_pb2,
     gate_pb2,
     gate_pb2_grpc,
-    passes_pb2,
-    passes_pb2_grpc,
     quota_pb2,
     quota_pb2_grpc,
 )
-from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE
+from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE, import_annual_passes
 from tests.e2e.harness import Server, running_server
 
 pytestmark = pytest.mark.e2e
@@ -59,18 +57,7 @@ def conn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ("--shards", "2", "--seed-passes", "0", "--frozen-clock", FROZEN, *FLAGS)
     with running_server(data_dir, *args, config=TEST_PROVINCE) as srv:
         with srv.channel() as ch:
-            records = (
-                passes_pb2.PassRecord(
-                    pass_id=f"CONN-{i}",
-                    product_id="t-annual",
-                    credentials=[common_pb2.Credential(kind=CARD, value=f"CARD-CONN-{i}")],
-                    valid_from="2026-01-01",
-                    valid_until="2027-12-31",
-                )
-                for i in range(N_PASSES)
-            )
-            summary = passes_pb2_grpc.PassesStub(ch).UpsertPasses(records, timeout=60)
-            assert summary.upserted == N_PASSES
+            import_annual_passes(ch, "CONN", N_PASSES)
         yield srv
 
 

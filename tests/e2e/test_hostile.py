@@ -26,7 +26,7 @@ from proto.passgate.v1 import (
     quota_pb2,
     quota_pb2_grpc,
 )
-from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE, card, import_passes
+from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE, annual_pass, card, import_passes
 from tests.e2e.harness import Server, running_server
 
 pytestmark = pytest.mark.e2e
@@ -94,16 +94,6 @@ def _code(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _pass(pass_id: str, value: str) -> passes_pb2.PassRecord:
-    return passes_pb2.PassRecord(
-        pass_id=pass_id,
-        product_id="t-annual",
-        credentials=[common_pb2.Credential(kind=CARD, value=value)],
-        valid_from="2026-01-01",
-        valid_until="2027-12-31",
-    )
-
-
 # -- 1. a poisoned batch --------------------------------------------------------------------------
 
 
@@ -148,7 +138,7 @@ def test_one_poisoned_item_fails_alone_in_a_validate_batch(gate: gate_pb2_grpc.G
 def test_control_characters_in_ids_are_refused_and_a_restart_still_serves(
     server: Server, gate: gate_pb2_grpc.GateStub, passes: passes_pb2_grpc.PassesStub
 ) -> None:
-    summary = passes.UpsertPasses(iter([_pass("NUL\x00PASS", "CARD-NUL")]), timeout=20)
+    summary = passes.UpsertPasses(iter([annual_pass("NUL\x00PASS", "CARD-NUL")]), timeout=20)
     assert (summary.upserted, summary.rejected) == (0, 1)
     assert "control character" in summary.errors[0]
     resv = passes_pb2.ReserveRequest(
@@ -276,15 +266,15 @@ def test_an_undecodable_stream_item_fails_alone(channel: grpc.Channel) -> None:
 def test_one_bad_record_does_not_drop_the_good_ones(
     channel: grpc.Channel, passes: passes_pb2_grpc.PassesStub, gate: gate_pb2_grpc.GateStub
 ) -> None:
-    records = [_pass(f"BULK-{i}", f"CARD-BULK-{i}") for i in range(100)]
-    records[57] = _pass("P" * 512, "CARD-BULK-57")
+    records = [annual_pass(f"BULK-{i}", f"CARD-BULK-{i}") for i in range(100)]
+    records[57] = annual_pass("P" * 512, "CARD-BULK-57")
     summary = passes.UpsertPasses(iter(records), timeout=60)
     assert (summary.upserted, summary.rejected) == (99, 1)
     assert summary.errors[0].startswith("record 57")
     assert "pass_id" in summary.errors[0] and "P" * 40 not in summary.errors[0]
     assert gate.Validate(req("t-lake", "CARD-BULK-99"), timeout=20).allowed
     # An undecodable frame in the stream: counted at its position, its neighbours stored.
-    frames = [_pass(f"RAW-{i}", f"CARD-RAW-{i}").SerializeToString() for i in range(3)]
+    frames = [annual_pass(f"RAW-{i}", f"CARD-RAW-{i}").SerializeToString() for i in range(3)]
     frames.insert(1, b"\x0a\xff\xff\xff\xff\x0f")  # a length that runs past the frame
     raw = channel.stream_unary(UPSERT)(iter(frames), timeout=30)
     summary = passes_pb2.UpsertSummary.FromString(raw)
