@@ -30,7 +30,7 @@ from actors.ingress.pool import extra_ingresses
 from actors.ingress.server import IngressSettings, serve_until_signalled
 from actors.routing import NAMESPACE
 from actors.seed import seed_if_empty
-from actors.store_check import StoreCorrupt, check_data_dir, record_stores
+from actors.shard.store_check import StoreCorrupt, check_data_dir, record_stores
 from core.clock import local_time
 from core.config import ConfigError
 from ops.channels import default_credentials_dir

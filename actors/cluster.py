@@ -17,8 +17,9 @@ from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.routing import NAMESPACE, Handles
-from actors.shard import VenueShard, layout_problem, shard_dir
-from actors.shard_store import ShardStore
+from actors.shard.service import ShardService
+from actors.shard.store import ShardStore
+from actors.shard.venue_shard import layout_problem, shard_dir
 from core.models import PassRecord, PassStatus, Province
 
 # Retrying a batch on a restarted shard is safe: request_ids make every item idempotent.
@@ -36,7 +37,7 @@ class CatalogActor(CatalogWriter):
         return self.set_status(pass_id, PassStatus.REVOKED)
 
 
-ShardActor: Any = ray.remote(VenueShard)
+ShardActor: Any = ray.remote(ShardService)
 CatalogRemote: Any = ray.remote(CatalogActor)
 
 
@@ -73,7 +74,7 @@ def start_actors(
 ) -> Handles:
     """Creates the catalog writer first (it creates the LMDB file the shards read), then shards.
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
-    `actors.code_claims.issuer_dir` rule)."""
+    `actors.shard.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
     clock = None if frozen_ms is None else functools.partial(_fixed_clock, frozen_ms)
     creds = None if credentials_dir is None else str(credentials_dir)

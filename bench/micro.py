@@ -25,8 +25,9 @@ from actors.catalog import CatalogReader, CatalogWriter, catalog_path
 from actors.codec import encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
-from actors.shard import VenueShard
-from actors.shard_store import BatchWrites, ShardStore
+from actors.shard.service import decide_encoded
+from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.venue_shard import VenueShard
 from core import qr
 from core.clock import local_time
 from core.counters import CapacityCounters, warm
@@ -192,7 +193,7 @@ def _time_shard(fx: Fixture, name: str, payloads: list[bytes], creds: Path) -> f
     try:
         t0 = time.perf_counter()
         for p in payloads:
-            shard.decide_batch(p)
+            decide_encoded(shard, p)
         return time.perf_counter() - t0
     finally:
         shard.close()

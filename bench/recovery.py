@@ -19,8 +19,8 @@ from pathlib import Path
 from actors.catalog import CatalogWriter, catalog_path
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
-from actors.shard import VenueShard, shard_dir
-from actors.shard_store import BatchWrites, ShardStore
+from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.venue_shard import VenueShard, shard_dir
 from core.keys import usage_key
 from core.records import LogRecord, Usage
 

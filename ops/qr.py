@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from actors.code_claims import issuer_dir
+from actors.shard.code_claims import issuer_dir
 from core.models import QrPolicy
 from core.qr import KEY_ID_RE, encode, step_at
 

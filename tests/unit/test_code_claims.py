@@ -1,4 +1,4 @@
-"""actors/code_claims.py: the node's shared claims of signed codes, and the trusted issuer keys."""
+"""actors/shard/code_claims.py: the node's shared claims of signed codes and the issuer keys."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from actors.code_claims import Claim, CodeClaims, IssuerKeys, claim_owner, issuer_dir
+from actors.shard.code_claims import Claim, CodeClaims, IssuerKeys, claim_owner, issuer_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_A, CODE_B = b"A" * 16, b"B" * 16
@@ -91,7 +91,7 @@ def test_a_claim_made_by_another_process_is_seen(claims: CodeClaims, tmp_path: P
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from actors.code_claims import Claim, CodeClaims
+        from actors.shard.code_claims import Claim, CodeClaims
         store = CodeClaims(Path({str(tmp_path / "codes")!r}))
         print(store.claim([Claim({CODE_A!r}, {GATE_1!r}, {NOW + 60_000})], {NOW}))
         store.close()
@@ -156,7 +156,7 @@ def test_issuer_dir_follows_flag_then_environment_then_data_dir(
 
 
 def test_the_start_up_check_drops_a_damaged_claims_store(tmp_path: Path) -> None:
-    from actors.store_check import check_data_dir
+    from actors.shard.store_check import check_data_dir
 
     store = CodeClaims(tmp_path / "codes")
     store.claim([Claim(CODE_A, GATE_1, NOW + 60_000)], NOW)

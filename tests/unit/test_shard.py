@@ -19,7 +19,8 @@ from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_decisions, encode_batch
 from actors.errors import StorageError
 from actors.routing import shard_of
-from actors.shard import VenueShard
+from actors.shard.service import decide_encoded
+from actors.shard.venue_shard import VenueShard
 from core import qr
 from core.models import (
     AntiPassback,
@@ -112,7 +113,7 @@ def _req(
 
 def _decide(shard: VenueShard, *reqs: Request) -> list[Decision]:
     """Through the bytes the Ray wrapper sees, as the ingress sends them."""
-    return decode_decisions(shard.decide_batch(encode_batch(list(reqs))))
+    return decode_decisions(decide_encoded(shard, encode_batch(list(reqs))))
 
 
 def _annul(shard: VenueShard, rid: str, venue: str, gate: str, card: str) -> tuple[bool, str]:
@@ -270,7 +271,7 @@ def test_layout_mismatch_is_refused(data_dir: Path) -> None:
 def test_first_decision_after_start_does_not_compile(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actors.shard
+    import actors.shard.venue_shard
     from core.counters import kernel_signature_counts, warm
 
     calls: list[int] = []
@@ -279,7 +280,7 @@ def test_first_decision_after_start_does_not_compile(
         calls.append(1)
         warm()
 
-    monkeypatch.setattr(actors.shard, "warm", spy)
+    monkeypatch.setattr(actors.shard.venue_shard, "warm", spy)
     shard = _shard(data_dir)
     assert calls == [1], "the shard must warm the kernels while it starts"
     warmed = kernel_signature_counts()

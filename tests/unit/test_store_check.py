@@ -11,7 +11,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from actors.store_check import (
+from actors.shard.store_check import (
     DATA_FILE,
     MANIFEST_NAME,
     StoreCorrupt,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.shard_store import BatchWrites
-from actors.shard_venues import EV_CANCEL, EV_RESERVE, RESERVED
+from actors.shard.store import BatchWrites
+from actors.shard.venues import EV_CANCEL, EV_RESERVE, RESERVED
 from core.clock import LocalTime, local_time
 from core.keys import reservation_key
 from core.limits import echo

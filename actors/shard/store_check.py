@@ -8,7 +8,7 @@ keeps a small manifest in the data directory (`passgate-manifest.json`) naming e
 held data and the highest LMDB transaction id it had when last seen healthy. LMDB transaction ids
 only grow, so a store whose id went backwards was replaced by an older copy or damaged.
 
-The signed-code claims store (`actors.code_claims`) is the exception: it holds only replay claims
+The signed-code claims store (`actors.shard.code_claims`) is the exception: it holds only claims
 of codes still inside their window and is not fsynced, so it is never recorded, and a damaged one
 is dropped (and recreated empty) instead of refused.
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from actors.catalog import catalog_path
-from actors.code_claims import codes_path
 from actors.errors import StoreCorrupt
-from actors.shard import shard_dir
+from actors.shard.code_claims import codes_path
+from actors.shard.venue_shard import shard_dir
 
 log = logging.getLogger("passgate.store_check")
 

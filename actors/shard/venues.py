@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from actors.shard_store import BatchWrites, ShardStore
+from actors.shard.store import BatchWrites, ShardStore
 from core.capacity import alert_level
 from core.clock import LocalTime
 from core.counters import CapacityCounters

@@ -1,15 +1,16 @@
 """VenueShard: owns a set of venues; decides whole batches and commits each in one LMDB txn.
 
-A plain class (constructed directly in tests); `actors.cluster` wraps it as a Ray actor. It holds
-per-pass usage, request records (idempotency and annul), venue runtime state, reservations and the
-numba capacity counters in memory, and rebuilds all of them from its LMDB store on start.
+A plain class over typed records (constructed directly in tests); `actors.shard.service` wraps it
+for Ray and owns the bytes. It holds per-pass usage, request records (idempotency and annul), venue
+runtime state, reservations and the numba capacity counters in memory, and rebuilds all of them
+from its LMDB store on start.
 
 Every item of a batch is checked on its own before it is decided (`core.limits`), so a malformed
 item gets its own `invalid` decision and changes nothing, while its neighbours commit.
 
 Signed QR codes (`core.qr`) are screened before anything is decided: signature (cached by the
 code's text), pass, window, then one claim transaction for all of the batch's codes in the node's
-shared claims store (`actors.code_claims`), before the shard's own commit. A code that fails is
+shared claims store (`actors.shard.code_claims`), before the shard's own commit. A failing code is
 refused with INVALID_CODE, CODE_EXPIRED or REPLAYED_CODE; at an exit it only makes the exit
 unmatched (nobody is kept inside). A retried request_id is answered from its record, never
 claimed again.
@@ -25,13 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from actors.catalog import CatalogReader, catalog_path
-from actors.code_claims import Claim, CodeClaims, IssuerKeys, claim_owner, codes_path, issuer_dir
-from actors.codec import decode_requests_each, encode_batch
 from actors.errors import DataDirMismatch
 from actors.routing import shard_of
-from actors.shard_quota import QuotaOps
-from actors.shard_store import BatchWrites, ShardStore
-from actors.shard_venues import Running, VenueBook
+from actors.shard.code_claims import (
+    Claim,
+    CodeClaims,
+    IssuerKeys,
+    claim_owner,
+    codes_path,
+    issuer_dir,
+)
+from actors.shard.quota_ops import QuotaOps
+from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.venues import Running, VenueBook
 from core.clock import LocalTime, local_time
 from core.counters import CapacityCounters, warm
 from core.keys import fingerprint, request_key, usage_key
@@ -190,10 +197,6 @@ class VenueShard(QuotaOps):
         self._apply_events(events)
 
     # -- the batch path -------------------------------------------------------------------------
-
-    def decide_batch(self, payload: bytes) -> bytes:
-        """Decides every request in the batch; answers after the batch's one commit."""
-        return encode_batch(self.decide_requests(decode_requests_each(payload)))
 
     def decide_requests(self, items: list[Request | str]) -> list[Decision]:
         now_ms = self._clock()
