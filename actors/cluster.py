@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
+from actors.frozen_clock import FrozenClock
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.routing import NAMESPACE, Handles
 from actors.shard.service import ShardService
@@ -46,10 +46,6 @@ CatalogRemote: Any = ray.remote(CatalogActor)
 START_TIMEOUT_S = 120.0
 
 
-def _fixed_clock(ms: int) -> int:
-    return ms
-
-
 def check_layout(data_dir: Path, n_shards: int) -> None:
     """Refuses a data directory made with another shard count before any actor starts; reads the
     count shard 0 recorded (each shard checks it again when it opens its store)."""
@@ -76,7 +72,7 @@ def start_actors(
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
     `actors.shard.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
-    clock = None if frozen_ms is None else functools.partial(_fixed_clock, frozen_ms)
+    clock = None if frozen_ms is None else FrozenClock(frozen_ms, str(data_dir))
     creds = None if credentials_dir is None else str(credentials_dir)
     catalog = CatalogRemote.options(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0

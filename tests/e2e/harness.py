@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from actors.frozen_clock import write_advance
 from loadtest.client import ClientAuth
 from loadtest.server import StartedServer, passgate_process
 from ops import channels
@@ -59,6 +60,10 @@ class Server:
     def auth(self, identity: str = "admin") -> ClientAuth:
         """For the load-test tools (burst, raw sockets): the same credentials as `channel`."""
         return self.started.auth(identity)
+
+    def advance_clock(self, minutes: float) -> None:
+        """Moves the server's frozen clock (`--frozen-clock`) to its start plus `minutes`."""
+        write_advance(self.data_dir, int(minutes * 60_000))
 
     def shard_pid(self, shard_id: int) -> int:
         return int((self.data_dir / "shards" / f"shard-{shard_id}" / "pid").read_text())
