@@ -14,8 +14,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
-from actors.frozen_clock import FrozenClock
 from actors.errors import DataDirMismatch, StartupFailed
+from actors.frozen_clock import FrozenClock
 from actors.routing import NAMESPACE, Handles
 from actors.shard.service import ShardService
 from actors.shard.store import ShardStore
