@@ -203,9 +203,9 @@ class VenueBook:
         best = None
         opens_after = local.minute + venue.reservation_tolerance_before_min
         for slot in venue.slots:
-            if slot.start_min <= opens_after or (
-                best is not None and best.start_min <= slot.start_min
-            ):
+            if slot.start_min <= opens_after:
+                continue  # its window is open (handled by `_current_reservation`) or over
+            if best is not None and best.start_min <= slot.start_min:
                 continue
             holders = self.reservations.get((venue.venue_id, local.day, slot.slot_id))
             if holders is not None and holders.get(pass_.pass_id) == RESERVED:
