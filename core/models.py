@@ -145,6 +145,11 @@ class CapacityView:
     reserved_slot: str | None = None
     # Message fragment naming the next slot with room, for RESERVATION_REQUIRED.
     next_free_slot: str | None = None
+    # The slot the current time falls in (with tolerance) whose reservation this pass already
+    # used to enter: it may re-enter within that window without a new booking.
+    reentry_slot: str | None = None
+    # This pass's unused reservation for a later slot today, named when it is too early for it.
+    held_slot: Slot | None = None
 
 
 @dataclass(frozen=True, slots=True)

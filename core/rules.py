@@ -5,13 +5,21 @@ instant all come in as arguments; the answer is an `Outcome` holding the `Decisi
 decision changes anything, the pass's new usage. A denial is an ordinary answer with a `Reason`
 code and a short message saying what would have worked; it is never an exception.
 
-Entry checks run in a fixed order and the first failure wins: venue, gate, credential, pass
-status, validity dates, product coverage, opening hours, pause, capacity, reservation, peak-day
-windows, anti-passback, entry limits, credit. An exit is never refused once venue and gate are
+Venue, gate and credential come first (`core.ranking.PRECONDITIONS`): without them nothing else
+is known. The entry checks then run in `core.ranking.CHECK_ORDER`, inline and cheap, so an
+admitted entry evaluates each once. When one fails, `_closest` looks only for failures ranked
+closer (`core.ranking.RANKING`) and answers the closest: a permanent problem outranks a temporary
+one, so a pass with no entries left hears so at 06:00 instead of "opens at 08:00".
+
+A reservation counts when the pass holds one for a slot whose window (with the venue's tolerance)
+contains now: unused, the entry consumes it; already consumed by this holder, it lets them re-enter
+within that window (anti-passback still applies). An exit is never refused once venue and gate are
 known: nobody is trapped inside. It lowers occupancy only when a known entry justifies it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from core.capacity import would_exceed
 from core.clock import LocalTime, fmt_day, fmt_minute, local_time, weekday_name
@@ -28,6 +36,7 @@ from core.models import (
     PassbackMode,
     PassRecord,
     PassStatus,
+    Product,
     Province,
     Reason,
     Request,
@@ -35,6 +44,8 @@ from core.models import (
     Venue,
     VenueRule,
 )
+from core.ranking import RANK, RANKING
+from core.slots import slot_label
 
 _NO_CAPACITY = CapacityView()
 # Enum members bound once: attribute access on an Enum class is slow on the hot path.
@@ -58,6 +69,20 @@ _NO_WINDOW = "no more entry windows today"
 
 # (reason, message) of a refused entry; built only when an entry is refused.
 _Problem = tuple[Reason, str]
+
+_REVOKED_PROBLEM: _Problem = (Reason.REVOKED, LABELS[Reason.REVOKED])
+_BLOCKED_PROBLEM: _Problem = (Reason.BLOCKED, LABELS[Reason.BLOCKED])
+_NOT_COVERED_PROBLEM: _Problem = (Reason.VENUE_NOT_COVERED, LABELS[Reason.VENUE_NOT_COVERED])
+_PAUSED_PROBLEM: _Problem = (Reason.VENUE_PAUSED, LABELS[Reason.VENUE_PAUSED])
+_ENTRY_LIMIT_PROBLEM: _Problem = (Reason.ENTRY_LIMIT_REACHED, LABELS[Reason.ENTRY_LIMIT_REACHED])
+_DAILY_LIMIT_PROBLEM: _Problem = (Reason.DAILY_LIMIT_REACHED, LABELS[Reason.DAILY_LIMIT_REACHED])
+# Refusals of the pass itself: the gate shows no remaining entries with them.
+_PASS_REFUSALS = frozenset(
+    {Reason.REVOKED, Reason.BLOCKED, Reason.NOT_YET_VALID, Reason.EXPIRED, Reason.VENUE_NOT_COVERED}
+)
+# `_pay_later_charge` results besides a price.
+_FREE_VISIT = -1
+_NO_CREDIT = -2
 
 
 def decide(
@@ -98,32 +123,39 @@ def _entry(
     alert = capacity.alert
     if pass_ is None:
         return _refuse(request, None, Reason.UNKNOWN_CREDENTIAL, now_ms, alert)
-    problem = _pass_problem(pass_, local.day)
-    if problem is not None:
-        return _refuse(request, pass_, problem[0], now_ms, alert, problem[1])
     product = province.products.get(pass_.product_id)
     rule = product.venues.get(venue.venue_id) if product is not None else None
-    if product is None or rule is None:
-        return _refuse(request, pass_, Reason.VENUE_NOT_COVERED, now_ms, alert)
-    problem = _venue_problem(venue, rule, capacity, local, province.peak_days)
+    # The checks of core.ranking.CHECK_ORDER, inline: this runs on every entry.
+    problem = _pass_problem(pass_, local.day)
     if problem is None:
-        problem = _holder_problem(venue, rule, usage, now_ms, local)
-    if problem is not None:
+        if rule is None:
+            problem = _NOT_COVERED_PROBLEM
+        else:
+            problem = _venue_problem(venue, rule, capacity, local, province.peak_days)
+            if problem is None:
+                problem = _holder_problem(venue, rule, usage, now_ms, local)
+    if problem is None:
+        assert product is not None and rule is not None
+        credit = product.credit
+        return _admit_on_terms(pass_, usage, venue, request, now_ms, credit, rule, alert, local)
+    scan = _Scan(pass_, usage, venue, rule, product, capacity, local, now_ms, province.peak_days)
+    reason, message = _closest(problem, scan)
+    remaining = UNLIMITED
+    if rule is not None and reason not in _PASS_REFUSALS:
         remaining = _remaining(rule.entries_per_period, usage.entries)
-        return _refuse(request, pass_, problem[0], now_ms, alert, problem[1], remaining)
-    return _admit_on_terms(pass_, usage, venue, request, now_ms, product.credit, rule, alert, local)
+    return _refuse(request, pass_, reason, now_ms, alert, message, remaining)
 
 
 def _pass_problem(pass_: PassRecord, day: int) -> _Problem | None:
     status = pass_.status
     if status == _REVOKED:
-        return Reason.REVOKED, LABELS[Reason.REVOKED]
+        return _REVOKED_PROBLEM
     if status == _BLOCKED:
-        return Reason.BLOCKED, LABELS[Reason.BLOCKED]
+        return _BLOCKED_PROBLEM
     if day < pass_.valid_from:
-        return Reason.NOT_YET_VALID, "valid from " + fmt_day(pass_.valid_from)
+        return _not_yet_valid(pass_)
     if day > pass_.valid_until:
-        return Reason.EXPIRED, "expired " + fmt_day(pass_.valid_until)
+        return _expired(pass_)
     return None
 
 
@@ -135,15 +167,16 @@ def _venue_problem(
     peak_days: frozenset[int],
 ) -> _Problem | None:
     """Refusals that hold for every holder of this product at this venue right now."""
+    # `_closed` and `_full` inlined: one call less each on every entry.
     if local.day in venue.closed_dates or not _within(_ranges(venue, local.weekday), local.minute):
         return Reason.VENUE_CLOSED, _closed_message(venue, local)
     if capacity.paused:
-        return Reason.VENUE_PAUSED, LABELS[Reason.VENUE_PAUSED]
+        return _PAUSED_PROBLEM
     occupancy, today = capacity.occupancy, capacity.entries_today
     if would_exceed(occupancy, venue.instant_capacity, today, venue.daily_capacity):
         return Reason.VENUE_FULL, _full_message(venue, occupancy)
-    if capacity.reserved_slot is None and _reservation_needed(venue, rule, capacity.alert):
-        return Reason.RESERVATION_REQUIRED, _reservation_message(capacity.next_free_slot)
+    if _needs_booking(venue, rule, capacity):
+        return Reason.RESERVATION_REQUIRED, _reservation_message(venue, capacity)
     windows = rule.peak_windows
     if windows and local.day in peak_days and not _within(windows, local.minute):
         return Reason.OUTSIDE_TIME_WINDOW, _window_message(windows, local.minute)
@@ -159,10 +192,10 @@ def _holder_problem(
         return Reason.ANTI_PASSBACK, _reentry_message(venue, ap, usage, local)
     per_period = rule.entries_per_period
     if per_period != UNLIMITED and usage.entries >= per_period:
-        return Reason.ENTRY_LIMIT_REACHED, LABELS[Reason.ENTRY_LIMIT_REACHED]
+        return _ENTRY_LIMIT_PROBLEM
     per_day = rule.entries_per_day
     if per_day != UNLIMITED and _entries_today(usage, local.day) >= per_day:
-        return Reason.DAILY_LIMIT_REACHED, LABELS[Reason.DAILY_LIMIT_REACHED]
+        return _DAILY_LIMIT_PROBLEM
     return None
 
 
@@ -177,20 +210,189 @@ def _admit_on_terms(
     alert: AlertLevel,
     local: LocalTime,
 ) -> Outcome:
-    """Last gate: pay-later credit. Admits free, on credit, or plainly; or refuses credit."""
+    """Last check: pay-later credit. Admits free, on credit, or plainly; or refuses credit.
+
+    Every other check has passed here, so a credit refusal is the only failure: nothing closer
+    to look for."""
     price = rule.pay_later_price_fen
     if credit is None or price <= 0:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, False)
-    if _first_visit_free(pass_, usage, venue, credit):
+    charge = _pay_later_charge(pass_, usage, venue, credit, price)
+    if charge == _FREE_VISIT:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, True)
-    owed = pass_.outstanding_debt_fen + usage.charges_fen
-    if pass_.credit_tier in credit.pay_later_tiers and owed + price <= credit.debt_limit_fen:
-        return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, price, False)
-    message = LABELS[Reason.CREDIT_DENIED]
-    if pass_.credit_tier in credit.pay_later_tiers:
-        message = f"debt over limit: owe {_yuan(owed)} of {_yuan(credit.debt_limit_fen)} yuan"
+    if charge >= 0:
+        return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, charge, False)
+    message = _credit_message(pass_, usage, credit)
     remaining = _remaining(rule.entries_per_period, usage.entries)
     return _refuse(request, pass_, Reason.CREDIT_DENIED, now_ms, alert, message, remaining)
+
+
+def _pay_later_charge(
+    pass_: PassRecord, usage: Usage, venue: Venue, credit: CreditPolicy, price: int
+) -> int:
+    """What a pay-later entry costs: `_FREE_VISIT`, the price, or `_NO_CREDIT` when refused."""
+    if _first_visit_free(pass_, usage, venue, credit):
+        return _FREE_VISIT
+    owed = pass_.outstanding_debt_fen + usage.charges_fen
+    if pass_.credit_tier in credit.pay_later_tiers and owed + price <= credit.debt_limit_fen:
+        return price
+    return _NO_CREDIT
+
+
+# -- the closest failure --------------------------------------------------------------------------
+
+
+class _Scan:
+    """Everything the entry checks look at; built only for a refused entry."""
+
+    __slots__ = (
+        "capacity",
+        "local",
+        "now_ms",
+        "pass_",
+        "peak_days",
+        "product",
+        "rule",
+        "usage",
+        "venue",
+    )
+
+    def __init__(
+        self,
+        pass_: PassRecord,
+        usage: Usage,
+        venue: Venue,
+        rule: VenueRule | None,
+        product: Product | None,
+        capacity: CapacityView,
+        local: LocalTime,
+        now_ms: int,
+        peak_days: frozenset[int],
+    ) -> None:
+        self.pass_ = pass_
+        self.usage = usage
+        self.venue = venue
+        self.rule = rule
+        self.product = product
+        self.capacity = capacity
+        self.local = local
+        self.now_ms = now_ms
+        self.peak_days = peak_days
+
+
+def _closest(first: _Problem, scan: _Scan) -> _Problem:
+    """The failure to show: `first` unless a check ranked closer fails too."""
+    limit = RANK[first[0]]
+    for rank, check in _BY_RANK:
+        if rank >= limit:
+            break
+        problem = check(scan)
+        if problem is not None:
+            return problem  # checks run closest first: the first failure found is the closest
+    return first
+
+
+def _check_revoked(s: _Scan) -> _Problem | None:
+    return _REVOKED_PROBLEM if s.pass_.status == _REVOKED else None
+
+
+def _check_blocked(s: _Scan) -> _Problem | None:
+    return _BLOCKED_PROBLEM if s.pass_.status == _BLOCKED else None
+
+
+def _check_not_yet_valid(s: _Scan) -> _Problem | None:
+    return _not_yet_valid(s.pass_) if s.local.day < s.pass_.valid_from else None
+
+
+def _check_expired(s: _Scan) -> _Problem | None:
+    return _expired(s.pass_) if s.local.day > s.pass_.valid_until else None
+
+
+def _check_not_covered(s: _Scan) -> _Problem | None:
+    return _NOT_COVERED_PROBLEM if s.rule is None else None
+
+
+def _check_closed(s: _Scan) -> _Problem | None:
+    if not _closed(s.venue, s.local):
+        return None
+    return Reason.VENUE_CLOSED, _closed_message(s.venue, s.local)
+
+
+def _check_paused(s: _Scan) -> _Problem | None:
+    return _PAUSED_PROBLEM if s.capacity.paused else None
+
+
+def _check_full(s: _Scan) -> _Problem | None:
+    if not _full(s.venue, s.capacity):
+        return None
+    return Reason.VENUE_FULL, _full_message(s.venue, s.capacity.occupancy)
+
+
+def _check_reservation(s: _Scan) -> _Problem | None:
+    if not _needs_booking(s.venue, s.rule, s.capacity):
+        return None
+    return Reason.RESERVATION_REQUIRED, _reservation_message(s.venue, s.capacity)
+
+
+def _check_window(s: _Scan) -> _Problem | None:
+    windows = s.rule.peak_windows if s.rule is not None else _NO_RANGES
+    minute = s.local.minute
+    if not windows or s.local.day not in s.peak_days or _within(windows, minute):
+        return None
+    return Reason.OUTSIDE_TIME_WINDOW, _window_message(windows, minute)
+
+
+def _check_passback(s: _Scan) -> _Problem | None:
+    ap = s.venue.anti_passback
+    if ap.mode != _HARD or not _recently_entered(ap, s.usage, s.now_ms):
+        return None
+    return Reason.ANTI_PASSBACK, _reentry_message(s.venue, ap, s.usage, s.local)
+
+
+def _check_entry_limit(s: _Scan) -> _Problem | None:
+    per_period = s.rule.entries_per_period if s.rule is not None else UNLIMITED
+    if per_period == UNLIMITED or s.usage.entries < per_period:
+        return None
+    return _ENTRY_LIMIT_PROBLEM
+
+
+def _check_daily_limit(s: _Scan) -> _Problem | None:
+    per_day = s.rule.entries_per_day if s.rule is not None else UNLIMITED
+    if per_day == UNLIMITED or _entries_today(s.usage, s.local.day) < per_day:
+        return None
+    return _DAILY_LIMIT_PROBLEM
+
+
+def _check_credit(s: _Scan) -> _Problem | None:
+    credit = s.product.credit if s.product is not None else None
+    price = s.rule.pay_later_price_fen if s.rule is not None else 0
+    if credit is None or price <= 0:
+        return None
+    if _pay_later_charge(s.pass_, s.usage, s.venue, credit, price) != _NO_CREDIT:
+        return None
+    return Reason.CREDIT_DENIED, _credit_message(s.pass_, s.usage, credit)
+
+
+# One check per entry reason, in core.ranking.CHECK_ORDER (a unit test holds them to it).
+_CHECKS: dict[Reason, Callable[[_Scan], _Problem | None]] = {
+    Reason.REVOKED: _check_revoked,
+    Reason.BLOCKED: _check_blocked,
+    Reason.NOT_YET_VALID: _check_not_yet_valid,
+    Reason.EXPIRED: _check_expired,
+    Reason.VENUE_NOT_COVERED: _check_not_covered,
+    Reason.VENUE_CLOSED: _check_closed,
+    Reason.VENUE_PAUSED: _check_paused,
+    Reason.VENUE_FULL: _check_full,
+    Reason.RESERVATION_REQUIRED: _check_reservation,
+    Reason.OUTSIDE_TIME_WINDOW: _check_window,
+    Reason.ANTI_PASSBACK: _check_passback,
+    Reason.ENTRY_LIMIT_REACHED: _check_entry_limit,
+    Reason.DAILY_LIMIT_REACHED: _check_daily_limit,
+    Reason.CREDIT_DENIED: _check_credit,
+}
+_BY_RANK: tuple[tuple[int, Callable[[_Scan], _Problem | None]], ...] = tuple(
+    (RANK[reason], _CHECKS[reason]) for reason in RANKING
+)
 
 
 def _admit(
@@ -357,11 +559,26 @@ def _recently_entered(ap: AntiPassback, usage: Usage, now_ms: int) -> bool:
     return last > 0 and now_ms - last < ap.minutes * _MS_PER_MIN
 
 
-def _reservation_needed(venue: Venue, rule: VenueRule, alert: AlertLevel) -> bool:
+def _closed(venue: Venue, local: LocalTime) -> bool:
+    day, minute = local.day, local.minute
+    return day in venue.closed_dates or not _within(_ranges(venue, local.weekday), minute)
+
+
+def _full(venue: Venue, capacity: CapacityView) -> bool:
+    return would_exceed(
+        capacity.occupancy, venue.instant_capacity, capacity.entries_today, venue.daily_capacity
+    )
+
+
+def _needs_booking(venue: Venue, rule: VenueRule | None, capacity: CapacityView) -> bool:
+    """A reservation is needed and the pass has none for now: neither an unused one nor one it
+    already used to enter within the same slot window (a re-entry)."""
+    if capacity.reserved_slot is not None or capacity.reentry_slot is not None:
+        return False
     return (
         venue.reservation_required
-        or rule.reservation_required
-        or (venue.reservation_only_at_red and alert >= _RED)
+        or (rule is not None and rule.reservation_required)
+        or (venue.reservation_only_at_red and capacity.alert >= _RED)
     )
 
 
@@ -405,8 +622,29 @@ def _full_message(venue: Venue, occupancy: int) -> str:
     return "venue full for today"
 
 
-def _reservation_message(next_free_slot: str | None) -> str:
-    return "reserve a slot: next free " + next_free_slot if next_free_slot else _NO_SLOT
+def _reservation_message(venue: Venue, capacity: CapacityView) -> str:
+    held = capacity.held_slot
+    if held is not None:
+        # The pass already holds a later slot today: booking another is not what would work.
+        opens = max(0, held.start_min - venue.reservation_tolerance_before_min)
+        return "reserved " + slot_label(held) + ": entry from " + fmt_minute(opens)
+    nxt = capacity.next_free_slot
+    return "reserve a slot: next free " + nxt if nxt else _NO_SLOT
+
+
+def _not_yet_valid(pass_: PassRecord) -> _Problem:
+    return Reason.NOT_YET_VALID, "valid from " + fmt_day(pass_.valid_from)
+
+
+def _expired(pass_: PassRecord) -> _Problem:
+    return Reason.EXPIRED, "expired " + fmt_day(pass_.valid_until)
+
+
+def _credit_message(pass_: PassRecord, usage: Usage, credit: CreditPolicy) -> str:
+    if pass_.credit_tier not in credit.pay_later_tiers:
+        return LABELS[Reason.CREDIT_DENIED]
+    owed = pass_.outstanding_debt_fen + usage.charges_fen
+    return f"debt over limit: owe {_yuan(owed)} of {_yuan(credit.debt_limit_fen)} yuan"
 
 
 def _window_message(windows: tuple[tuple[int, int], ...], minute: int) -> str:

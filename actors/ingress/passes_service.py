@@ -7,6 +7,10 @@ Who may call what is decided before a call gets here (`auth.py`, including the v
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
 product, status, validity and the usage at its own venues; never credentials, groups, credit tier
 or debt. Full holder data is for the card centre and admin.
+
+GetPass lists the pass's reservations with their state (reserved, consumed, expired) under the
+rule of `core.reservations`, the same one the gate and Reserve follow; the limited view only
+those at the caller's own venues.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from actors.ingress.auth import Principal, caller
 from actors.ingress.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
 from actors.ingress.error_map import Undecodable
 from actors.routing import Handles, shard_of
+from core import reservations as resv
+from core.clock import fmt_day, fmt_minute
 from core.limits import FREE_TEXT, echo
 from core.models import Province
 from core.records import PassRecord, Usage
@@ -64,7 +70,29 @@ def _limited(view: passes_pb2.PassView, principal: Principal) -> passes_pb2.Pass
         status=full.status,
     )
     usage = [u for u in view.usage if u.venue_id in principal.venues]
-    return passes_pb2.PassView(**{"pass": shown}, usage=usage)
+    held = [r for r in view.reservations if r.venue_id in principal.venues]
+    return passes_pb2.PassView(**{"pass": shown}, usage=usage, reservations=held)
+
+
+# core.reservations' state names -> the proto enum.
+_STATES = {
+    resv.NONE: passes_pb2.RESERVATION_STATE_UNSPECIFIED,
+    resv.RESERVED: passes_pb2.RESERVATION_STATE_RESERVED,
+    resv.CONSUMED: passes_pb2.RESERVATION_STATE_CONSUMED,
+    resv.EXPIRED: passes_pb2.RESERVATION_STATE_EXPIRED,
+}
+
+
+def _held(row: tuple[str, int, str, str, int, int]) -> passes_pb2.HeldReservation:
+    venue_id, day, slot_id, state, start_min, end_min = row
+    return passes_pb2.HeldReservation(
+        venue_id=venue_id,
+        date=fmt_day(day),
+        slot_id=slot_id,
+        state=_STATES[state],
+        slot_start=fmt_minute(start_min),
+        slot_end=fmt_minute(end_min),
+    )
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
@@ -131,9 +159,14 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
-        parts: list[list[tuple[str, Usage]]] = await asyncio.gather(
-            *(s.usage_of.remote(rec.pass_id) for s in self._h.shards)
+        shards = self._h.shards
+        # Usage and reservations from every shard, all calls at once.
+        answers = await asyncio.gather(
+            *(s.usage_of.remote(rec.pass_id) for s in shards),
+            *(s.reservations_of.remote(rec.pass_id) for s in shards),
         )
+        parts: list[list[tuple[str, Usage]]] = answers[: len(shards)]
+        held: list[list[tuple[str, int, str, str, int, int]]] = answers[len(shards) :]
         usage = [
             passes_pb2.VenueUsage(
                 venue_id=venue_id,
@@ -147,7 +180,11 @@ class PassesService(passes_pb2_grpc.PassesServicer):
             for venue_id, u in part
         ]
         usage.sort(key=lambda u: u.venue_id)
-        return passes_pb2.PassView(**{"pass": pass_proto(rec)}, usage=usage)
+        rows = sorted((row for part in held for row in part), key=lambda r: (r[1], r[0], r[4]))
+        reservations = [_held(row) for row in rows]
+        return passes_pb2.PassView(
+            **{"pass": pass_proto(rec)}, usage=usage, reservations=reservations
+        )
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext
@@ -178,7 +215,7 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         if request.venue_id not in self._province.venues:
             raise BadRequest("venue_id", f"unknown venue {echo(request.venue_id)}")
         shard = self._h.shards[shard_of(request.venue_id, self._h.n_shards)]
-        ok, reason, remaining = await getattr(shard, method).remote(
+        ok, reason, remaining, state = await getattr(shard, method).remote(
             request.pass_id, request.venue_id, day, request.slot_id
         )
         return passes_pb2.Reservation(
@@ -189,4 +226,5 @@ class PassesService(passes_pb2_grpc.PassesServicer):
             confirmed=ok,
             reason=reason,
             slot_remaining=remaining,
+            state=_STATES[state],
         )

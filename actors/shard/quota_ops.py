@@ -1,5 +1,9 @@
 """The shard's quota side: reservations, quota changes, pause/resume and live venue status.
 
+Reservations follow the one rule of `core.reservations` (the gate follows it too, through
+`VenueBook.capacity_view`): a used reservation admits its holder again within its slot's window,
+is never cancelled, and Reserve says so instead of "already reserved".
+
 A mixin of VenueShard: Ray runs one call at a time per shard, so a slot's capacity check and its
 booking cannot interleave with another caller's.
 """
@@ -9,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from actors.shard.store import BatchWrites
-from actors.shard.venues import EV_CANCEL, EV_RESERVE, RESERVED
+from actors.shard.venues import CONSUMED, EV_CANCEL, EV_RESERVE, RESERVED
+from core import reservations as resv
 from core.clock import LocalTime, local_time
 from core.keys import reservation_key
 from core.limits import echo
@@ -32,26 +37,57 @@ class QuotaOps:
         self.book.roll_day(venue_id, local.day)
         return local
 
-    def reserve(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> tuple[bool, str, int]:
+    def reserve(
+        self, pass_id: str, venue_id: str, day: int, slot_id: str
+    ) -> tuple[bool, str, int, str]:
+        """Books a slot under the rule of `core.reservations`; answers (confirmed, reason,
+        places left, the pass's reservation state)."""
         problem = self._reserve_problem(pass_id, venue_id, day, slot_id)
         if problem is not None:
-            return False, problem, self._remaining(venue_id, day, slot_id)
-        if self.book.holds(venue_id, day, slot_id, pass_id):
-            return True, "already reserved", self._remaining(venue_id, day, slot_id)
-        if self._remaining(venue_id, day, slot_id) <= 0:
-            return False, "slot full", 0
+            return False, problem, self._remaining(venue_id, day, slot_id), resv.NONE
+        venue, slot = self.book.venue(venue_id), self.book.find_slot(venue_id, slot_id)
+        local = self._local(venue_id)
+        held = self.book.held_status(venue_id, day, slot_id, pass_id)
+        left = self._remaining(venue_id, day, slot_id)
+        if held == CONSUMED:
+            usable = not resv.window_closed(venue, slot, day, local)
+            return usable, resv.used_message(venue, slot, day, local), left, resv.CONSUMED
+        if resv.window_closed(venue, slot, day, local):
+            # The gate would not honour it any more: nothing to book, an unused one expired.
+            return False, resv.SLOT_OVER, left, resv.EXPIRED if held is not None else resv.NONE
+        if held is not None:
+            return True, resv.ALREADY_RESERVED, left, resv.RESERVED
+        if left <= 0:
+            return False, resv.SLOT_FULL, 0, resv.NONE
         self._commit_reservation(venue_id, day, slot_id, pass_id, RESERVED)
-        return True, "reserved", self._remaining(venue_id, day, slot_id)
+        return True, resv.BOOKED, self._remaining(venue_id, day, slot_id), resv.RESERVED
 
     def cancel_reservation(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
-    ) -> tuple[bool, str, int]:
+    ) -> tuple[bool, str, int, str]:
+        """Cancels an unused reservation; a used one stays (its place was taken)."""
         if self.book.venue(venue_id) is None or self.book.find_slot(venue_id, slot_id) is None:
-            return False, "unknown venue or slot", 0
-        if not self.book.holds(venue_id, day, slot_id, pass_id):
-            return False, "no such reservation", self._remaining(venue_id, day, slot_id)
+            return False, "unknown venue or slot", 0, resv.NONE
+        held = self.book.held_status(venue_id, day, slot_id, pass_id)
+        left = self._remaining(venue_id, day, slot_id)
+        if held is None:
+            return False, resv.NOTHING_TO_CANCEL, left, resv.NONE
+        if held == CONSUMED:
+            return False, resv.USED_NO_CANCEL, left, resv.CONSUMED
         self._commit_reservation(venue_id, day, slot_id, pass_id, None)
-        return True, "cancelled", self._remaining(venue_id, day, slot_id)
+        return True, resv.CANCELLED, self._remaining(venue_id, day, slot_id), resv.NONE
+
+    def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
+        """(venue_id, day, slot_id, state, slot start, slot end) of every reservation the pass
+        holds at this shard's venues, states as `core.reservations` names them."""
+        out = []
+        for venue_id, day, slot_id, status in self.book.held_by(pass_id):
+            venue, slot = self.book.venue(venue_id), self.book.find_slot(venue_id, slot_id)
+            if venue is None or slot is None:
+                continue  # a slot since removed from the config
+            state = resv.state(status == CONSUMED, venue, slot, day, self._local(venue_id))
+            out.append((venue_id, day, slot_id, state, slot.start_min, slot.end_min))
+        return out
 
     def _reserve_problem(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> str | None:
         if self.book.venue(venue_id) is None:

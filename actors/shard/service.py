@@ -39,12 +39,14 @@ class ShardService:
     ) -> tuple[bool, str]:
         return self.shard.annul(request_id, venue_id, gate_id, kind, value)
 
-    def reserve(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> tuple[bool, str, int]:
+    def reserve(
+        self, pass_id: str, venue_id: str, day: int, slot_id: str
+    ) -> tuple[bool, str, int, str]:
         return self.shard.reserve(pass_id, venue_id, day, slot_id)
 
     def cancel_reservation(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
-    ) -> tuple[bool, str, int]:
+    ) -> tuple[bool, str, int, str]:
         return self.shard.cancel_reservation(pass_id, venue_id, day, slot_id)
 
     def set_quota(
@@ -65,6 +67,9 @@ class ShardService:
 
     def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
         return self.shard.usage_of(pass_id)
+
+    def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
+        return self.shard.reservations_of(pass_id)
 
     def venue_status(self, venue_id: str) -> dict[str, Any] | None:
         return self.shard.venue_status(venue_id)

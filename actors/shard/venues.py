@@ -60,6 +60,8 @@ class VenueBook:
         self.index = {vid: i for i, vid in enumerate(sorted(self.base))}
         self.state: dict[str, VenueState] = {}
         self.reservations: dict[tuple[str, int, str], dict[str, int]] = {}
+        # The same reservations by pass, for GetPass: pass_id -> {(venue_id, day, slot_id)}.
+        self._by_pass: dict[str, set[tuple[str, int, str]]] = {}
         self.counters = counters
         self._sync_counters()
 
@@ -149,32 +151,66 @@ class VenueBook:
             return _NO_VIEW
         occ, today = running.get(venue.venue_id)
         alert = alert_level(occ, venue.instant_capacity, today, venue.daily_capacity, venue.alerts)
-        reserved = nxt = None
-        if venue.slots:
-            reserved = self._reserved_slot(venue, pass_, local, writes)
-            if reserved is None:
-                if venue.venue_id in running.next_free:
-                    nxt = running.next_free[venue.venue_id]
-                else:
-                    nxt = self._next_free_label(venue, local)
-                    running.next_free[venue.venue_id] = nxt
-        return CapacityView(occ, today, self.paused(venue.venue_id), alert, reserved, nxt)
+        paused = self.paused(venue.venue_id)
+        if not venue.slots:
+            return CapacityView(occ, today, paused, alert)
+        reserved, reentry = self._current_reservation(venue, pass_, local, writes)
+        nxt = held = None
+        if reserved is None and reentry is None:
+            if venue.venue_id in running.next_free:
+                nxt = running.next_free[venue.venue_id]
+            else:
+                nxt = self._next_free_label(venue, local)
+                running.next_free[venue.venue_id] = nxt
+            held = self._held_later(venue, pass_, local)
+        return CapacityView(occ, today, paused, alert, reserved, nxt, reentry, held)
 
-    def _reserved_slot(
+    def _current_reservation(
         self, venue: Venue, pass_: PassRecord | None, local: LocalTime, writes: BatchWrites
-    ) -> str | None:
+    ) -> tuple[str | None, str | None]:
+        """(unused, used) reservations of this pass for a slot whose window contains now.
+
+        A used one wins: the holder entered with it and re-enters within its window, so an
+        unused reservation of a neighbouring slot is kept for when that one is needed."""
         if pass_ is None:
-            return None
+            return None, None
         before = venue.reservation_tolerance_before_min
         after = venue.reservation_tolerance_after_min
+        unused = None
         for sid in current_slot_ids(venue.slots, local.minute, before, after):
-            holders = self.reservations.get((venue.venue_id, local.day, sid))
-            if holders is None or pass_.pass_id not in holders:
+            status = self._status(venue.venue_id, local.day, sid, pass_.pass_id, writes)
+            if status == CONSUMED:
+                return None, sid
+            if status == RESERVED and unused is None:
+                unused = sid
+        return unused, None
+
+    def _status(
+        self, venue_id: str, day: int, slot_id: str, pass_id: str, writes: BatchWrites
+    ) -> int | None:
+        """The reservation's state as this batch leaves it (an entry earlier in the batch may
+        have consumed it), or None when the pass holds none."""
+        holders = self.reservations.get((venue_id, day, slot_id))
+        if holders is None or pass_id not in holders:
+            return None
+        key = reservation_key(venue_id, day, slot_id, pass_id)
+        return writes.reservations_put.get(key, holders[pass_id])
+
+    def _held_later(self, venue: Venue, pass_: PassRecord | None, local: LocalTime) -> Slot | None:
+        """This pass's earliest unused reservation today for a slot whose window opens later."""
+        if pass_ is None:
+            return None
+        best = None
+        opens_after = local.minute + venue.reservation_tolerance_before_min
+        for slot in venue.slots:
+            if slot.start_min <= opens_after:
+                continue  # its window is open (handled by `_current_reservation`) or over
+            if best is not None and best.start_min <= slot.start_min:
                 continue
-            key = reservation_key(venue.venue_id, local.day, sid, pass_.pass_id)
-            if writes.reservations_put.get(key, holders[pass_.pass_id]) == RESERVED:
-                return sid
-        return None
+            holders = self.reservations.get((venue.venue_id, local.day, slot.slot_id))
+            if holders is not None and holders.get(pass_.pass_id) == RESERVED:
+                best = slot
+        return best
 
     def _next_free_label(self, venue: Venue, local: LocalTime) -> str | None:
         counts = {
@@ -211,6 +247,19 @@ class VenueBook:
 
     def holds(self, venue_id: str, day: int, slot_id: str, pass_id: str) -> bool:
         return pass_id in self.reservations.get((venue_id, day, slot_id), {})
+
+    def held_status(self, venue_id: str, day: int, slot_id: str, pass_id: str) -> int | None:
+        """RESERVED or CONSUMED when the pass holds this reservation, else None."""
+        return self.reservations.get((venue_id, day, slot_id), {}).get(pass_id)
+
+    def held_by(self, pass_id: str) -> list[tuple[str, int, str, int]]:
+        """(venue_id, day, slot_id, status) of every reservation the pass holds here."""
+        out = []
+        for venue_id, day, slot_id in sorted(self._by_pass.get(pass_id, ())):
+            status = self.held_status(venue_id, day, slot_id, pass_id)
+            if status is not None:
+                out.append((venue_id, day, slot_id, status))
+        return out
 
     def find_slot(self, venue_id: str, slot_id: str) -> Slot | None:
         venue = self.effective.get(venue_id)
@@ -255,11 +304,17 @@ class VenueBook:
         for key, status in writes.reservations_put.items():
             venue_id, day, slot_id, pass_id = split_reservation_key(key)
             self.reservations.setdefault((venue_id, day, slot_id), {})[pass_id] = status
+            self._by_pass.setdefault(pass_id, set()).add((venue_id, day, slot_id))
         for key in writes.reservations_del:
             venue_id, day, slot_id, pass_id = split_reservation_key(key)
             holders = self.reservations.get((venue_id, day, slot_id))
             if holders is not None:
                 holders.pop(pass_id, None)
+            held = self._by_pass.get(pass_id)
+            if held is not None:
+                held.discard((venue_id, day, slot_id))
+                if not held:
+                    del self._by_pass[pass_id]
 
     def restore(self, store: ShardStore) -> None:
         writes = BatchWrites()

@@ -33,6 +33,7 @@ from core.models import (
     Province,
     Reason,
     Request,
+    Slot,
     Usage,
     Venue,
     VenueRule,
@@ -282,8 +283,9 @@ REFUSALS = [
     ),
 ]
 
-# Two faults at once: the earlier check in the documented order must win.
-ORDERING = [
+# Two faults at once: the closer one in core.ranking.RANKING wins (tests/unit/test_ranking.py walks
+# every pair); these name a few for the reader.
+CLOSEST = [
     pytest.param(
         Reason.UNKNOWN_VENUE, Case(no_venue=True, gate="g9", no_pass=True), id="venue>gate>pass"
     ),
@@ -324,9 +326,9 @@ ORDERING = [
         id="paused>full",
     ),
     pytest.param(
-        Reason.VENUE_FULL,
+        Reason.RESERVATION_REQUIRED,
         Case(venue={"reservation_required": True}, capacity=CapacityView(occupancy=100)),
-        id="full>reservation",
+        id="reservation>full",
     ),
     pytest.param(
         Reason.RESERVATION_REQUIRED,
@@ -334,14 +336,14 @@ ORDERING = [
         id="reservation>window",
     ),
     pytest.param(
-        Reason.OUTSIDE_TIME_WINDOW,
+        Reason.ANTI_PASSBACK,
         Case(rule=WINDOWS, peak=True, venue=HARD_30, usage=_inside_since(10)),
-        id="window>passback",
+        id="passback>window",
     ),
     pytest.param(
-        Reason.ANTI_PASSBACK,
+        Reason.ENTRY_LIMIT_REACHED,
         Case(rule={"entries_per_period": 1}, venue=HARD_30, usage=_inside_since(10)),
-        id="passback>entry-limit",
+        id="entry-limit>passback",
     ),
     pytest.param(
         Reason.ENTRY_LIMIT_REACHED,
@@ -352,19 +354,19 @@ ORDERING = [
         id="entry-limit>daily-limit",
     ),
     pytest.param(
-        Reason.DAILY_LIMIT_REACHED,
+        Reason.CREDIT_DENIED,
         Case(
             rule={"entries_per_day": 1, **PRICED},
             credit=CREDIT,
             pass_={"credit_tier": CreditTier.POOR},
             usage=Usage(entries=1, day=DAY, entries_today=1),
         ),
-        id="daily-limit>credit",
+        id="credit>daily-limit",
     ),
 ]
 
 
-@pytest.mark.parametrize(("reason", "case"), REFUSALS + ORDERING)
+@pytest.mark.parametrize(("reason", "case"), REFUSALS + CLOSEST)
 def test_refusal(reason: Reason, case: Case) -> None:
     before = case.usage.copy()
     out = case.run()
@@ -852,3 +854,70 @@ def test_validity_messages_name_the_date(pass_: dict[str, Any], shown: str) -> N
 def test_every_reason_has_a_label() -> None:
     assert set(LABELS) == set(Reason)
     assert all(label.strip() for label in LABELS.values())
+
+
+# -- the closest failure (issue 10, finding 2) --------------------------------------------------
+
+
+def test_no_entries_left_before_opening_is_told_so_not_when_it_opens() -> None:
+    spent = Usage(entries=3, day=DAY - 1, entries_today=1)
+    out = Case(rule={"entries_per_period": 3}, usage=spent, at=(6, 0)).run()
+    d = out.decision
+    assert (d.allowed, d.reason) == (False, Reason.ENTRY_LIMIT_REACHED)
+    assert d.message == LABELS[Reason.ENTRY_LIMIT_REACHED]
+    assert d.remaining_entries == 0
+    # With an entry left, closed is all there is to say: when it opens.
+    left = Usage(entries=2, day=DAY - 1, entries_today=1)
+    out = Case(rule={"entries_per_period": 3}, usage=left, at=(6, 0)).run()
+    assert (out.decision.reason, out.decision.message) == (Reason.VENUE_CLOSED, "opens at 08:30")
+
+
+@pytest.mark.parametrize(
+    "capacity",
+    [
+        pytest.param(CapacityView(reentry_slot="am"), id="with-the-used-reservation"),
+        pytest.param(CapacityView(next_free_slot="11:00-13:00"), id="no-reservation-for-now"),
+    ],
+)
+def test_holder_who_just_entered_a_reservation_museum_gets_anti_passback(
+    capacity: CapacityView,
+) -> None:
+    museum = {"reservation_required": True, **HARD_30}
+    out = Case(venue=museum, usage=_inside_since(5), capacity=capacity).run()
+    d = out.decision
+    assert (d.allowed, d.reason) == (False, Reason.ANTI_PASSBACK)
+    assert d.message == "re-entry from 10:25"
+
+
+# -- reservations (issue 10, finding 3): one rule with Reserve and GetPass ----------------------
+
+
+def test_used_reservation_readmits_its_holder_within_its_window() -> None:
+    out = Case(
+        venue={"reservation_required": True},
+        usage=_inside_since(40, inside=False),
+        capacity=CapacityView(reentry_slot="am"),
+    ).run()
+    assert out.decision.allowed and out.entered
+
+
+def test_soft_passback_re_entry_with_a_used_reservation_is_admitted_and_flagged() -> None:
+    out = Case(
+        venue={"reservation_required": True, **SOFT_30},
+        usage=_inside_since(5),
+        capacity=CapacityView(reentry_slot="am"),
+    ).run()
+    assert out.decision.allowed and out.decision.soft_passback
+
+
+def test_reservation_message_names_the_later_slot_the_pass_already_holds() -> None:
+    later = Slot("pm", 660, 780, 10)  # 11:00-13:00, honoured from 10:45
+    out = Case(
+        venue={"reservation_required": True},
+        capacity=CapacityView(next_free_slot="11:00-13:00", held_slot=later),
+    ).run()
+    d = out.decision
+    assert (d.reason, d.message) == (
+        Reason.RESERVATION_REQUIRED,
+        "reserved 11:00-13:00: entry from 10:45",
+    )

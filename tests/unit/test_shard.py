@@ -225,15 +225,21 @@ def test_hard_passback_then_counters_restored_after_restart(data_dir: Path) -> N
 
 
 def test_reservation_required_then_reserved_entry_consumes_it(data_dir: Path) -> None:
-    shard = _shard(data_dir)
+    clock = Clock()
+    shard = _shard(data_dir, clock)
     [denied] = _decide(shard, _req("r1", "museum", "C1"))
     assert denied.reason == Reason.RESERVATION_REQUIRED
     assert shard.reserve("P1", "museum", DAY, "am")[0] is True
     [ok] = _decide(shard, _req("r2", "museum", "C1"))
     assert ok.allowed is True
     _decide(shard, _req("x", "museum", "C1", exit_=True))
+    # The used reservation lets its holder back in within the slot's window (core.reservations)...
     [again] = _decide(shard, _req("r3", "museum", "C1"))
-    assert again.reason == Reason.RESERVATION_REQUIRED
+    assert again.allowed is True
+    # ...and no longer once the window (09:00-11:00, 30 minutes' tolerance after) has closed.
+    clock.ms = NOW_MS + 90 * 60_000
+    [later] = _decide(shard, _req("r4", "museum", "C1"))
+    assert later.reason == Reason.RESERVATION_REQUIRED
 
 
 def test_slot_is_never_overbooked_and_survives_restart(data_dir: Path) -> None:

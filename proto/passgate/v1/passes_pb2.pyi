@@ -58,6 +58,29 @@ CREDIT_TIER_NORMAL: CreditTier.ValueType  # 2
 CREDIT_TIER_POOR: CreditTier.ValueType  # 3
 Global___CreditTier: _TypeAlias = CreditTier  # noqa: Y015
 
+class _ReservationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReservationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReservationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESERVATION_STATE_UNSPECIFIED: _ReservationState.ValueType  # 0
+    RESERVATION_STATE_RESERVED: _ReservationState.ValueType  # 1
+    RESERVATION_STATE_CONSUMED: _ReservationState.ValueType  # 2
+    RESERVATION_STATE_EXPIRED: _ReservationState.ValueType  # 3
+
+class ReservationState(_ReservationState, metaclass=_ReservationStateEnumTypeWrapper):
+    """A pass's reservation of a time slot (README, "Reservations"): reserved = booked, not used yet;
+    consumed = an entry used it (its holder may re-enter within the slot's window; it cannot be
+    cancelled); expired = never used and the slot's window has closed.
+    """
+
+RESERVATION_STATE_UNSPECIFIED: ReservationState.ValueType  # 0
+RESERVATION_STATE_RESERVED: ReservationState.ValueType  # 1
+RESERVATION_STATE_CONSUMED: ReservationState.ValueType  # 2
+RESERVATION_STATE_EXPIRED: ReservationState.ValueType  # 3
+Global___ReservationState: _TypeAlias = ReservationState  # noqa: Y015
+
 @_typing.final
 class PassRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -193,21 +216,63 @@ class VenueUsage(_message.Message):
 Global___VenueUsage: _TypeAlias = VenueUsage  # noqa: Y015
 
 @_typing.final
+class HeldReservation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    SLOT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SLOT_START_FIELD_NUMBER: _builtins.int
+    SLOT_END_FIELD_NUMBER: _builtins.int
+    venue_id: _builtins.str
+    date: _builtins.str
+    """ISO date in the venue's time zone."""
+    slot_id: _builtins.str
+    state: Global___ReservationState.ValueType
+    slot_start: _builtins.str
+    """The slot's start and end, local "HH:MM"."""
+    slot_end: _builtins.str
+    def __init__(
+        self,
+        *,
+        venue_id: _builtins.str = ...,
+        date: _builtins.str = ...,
+        slot_id: _builtins.str = ...,
+        state: Global___ReservationState.ValueType = ...,
+        slot_start: _builtins.str = ...,
+        slot_end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "slot_end", b"slot_end", "slot_id", b"slot_id", "slot_start", b"slot_start", "state", b"state", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldReservation: _TypeAlias = HeldReservation  # noqa: Y015
+
+@_typing.final
 class PassView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PASS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenueUsage]: ...
+    @_builtins.property
+    def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldReservation]:
+        """The pass's reservations, by date, venue and slot."""
+
     def __init__(
         self,
         *,
         usage: _abc.Iterable[Global___VenueUsage] | None = ...,
+        reservations: _abc.Iterable[Global___HeldReservation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass", "reservations", b"reservations", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,14 +340,19 @@ class Reservation(_message.Message):
     CONFIRMED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     SLOT_REMAINING_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     pass_id: _builtins.str
     venue_id: _builtins.str
     date: _builtins.str
     slot_id: _builtins.str
     confirmed: _builtins.bool
     reason: _builtins.str
-    """Why not confirmed (slot full, unknown slot...)."""
+    """Why not confirmed (slot full, unknown slot...), or what the confirmation means ("already
+    used by an entry: re-entry allowed until 11:30").
+    """
     slot_remaining: _builtins.int
+    state: Global___ReservationState.ValueType
+    """The pass's reservation of this slot after the call (UNSPECIFIED: it holds none)."""
     def __init__(
         self,
         *,
@@ -293,10 +363,11 @@ class Reservation(_message.Message):
         confirmed: _builtins.bool = ...,
         reason: _builtins.str = ...,
         slot_remaining: _builtins.int = ...,
+        state: Global___ReservationState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "date", b"date", "pass_id", b"pass_id", "reason", b"reason", "slot_id", b"slot_id", "slot_remaining", b"slot_remaining", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "date", b"date", "pass_id", b"pass_id", "reason", b"reason", "slot_id", b"slot_id", "slot_remaining", b"slot_remaining", "state", b"state", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
