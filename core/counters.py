@@ -412,8 +412,9 @@ class CapacityCounters:
 
     def rates_all(self, minute: Any) -> tuple[FloatArray, FloatArray]:
         """`rates` for every venue at once; `minute` is one minute for all or one per venue."""
-        minutes = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(minute, dtype=np.int32), (self.n_venues,))
+        # A copy: a broadcast view is read-only, and numba compiles read-only arrays apart.
+        minutes = np.array(
+            np.broadcast_to(np.asarray(minute, dtype=np.int32), (self.n_venues,)), dtype=np.int32
         )
         per_minute = np.empty(self.n_venues, dtype=np.float64)
         to_full = np.empty(self.n_venues, dtype=np.float64)
