@@ -368,7 +368,10 @@ class CapacityCounters:
 
     def live_occupancy(self, venue_idx: Int, minute: Int) -> int:
         """`estimate` as the whole number of people reported and checked against capacity."""
-        return rounded(self.estimate(venue_idx, minute))
+        v = int(venue_idx)
+        if 0 <= v < self.n_venues and not self._occ_meta[_ESTIMATED, v]:
+            return int(self._rows[_OCC, v])  # counted: no kernel call on the hot path
+        return rounded(self.estimate(v, minute))
 
     def apply_batch(self, venue_idx: Any, day: Any, minute: Any, kind: Any, slot_idx: Any) -> None:
         """Applies a batch of events in order, in one kernel call.
