@@ -32,9 +32,11 @@ from core.models import (
     Province,
     QrPolicy,
     Slot,
+    StayModel,
     Venue,
     VenueRule,
 )
+from core.occupancy import MAX_TYPICAL_STAY_MIN, MIN_TYPICAL_STAY_MIN
 from core.qr import KEY_ID_RE, PUBLIC_KEY_BYTES
 
 PROVINCE_FILE = "province.toml"
@@ -69,6 +71,9 @@ _VENUE_KEYS = frozenset(
         "closed_dates",
         "instant_capacity",
         "daily_capacity",
+        "exit_readers",
+        "typical_stay_minutes",
+        "everyone_out_at",
         "anti_passback",
         "gates",
         "gate_count",
@@ -525,6 +530,7 @@ def _venue(tbl: _Table, default_tz: str, zones: _Zones) -> Venue:
         reservation_tolerance_before_min=_tolerance(tbl, "before", 15),
         reservation_tolerance_after_min=_tolerance(tbl, "after", 30),
         closed_dates=_dates(tbl, "closed_dates"),
+        stay_model=_stay_model(tbl, opening),
         alerts=_alerts(tbl),
         reservation_only_at_red=only_at_red,
         carry_occupancy=tbl.flag("carry_occupancy"),
@@ -626,6 +632,38 @@ def _slots(
             "(set allow_slot_overbooking = true to permit)",
         )
     return tuple(slot for _, slot in ordered)
+
+
+def _stay_model(tbl: _Table, opening: tuple[tuple[tuple[int, int], ...], ...]) -> StayModel | None:
+    """None when exit readers count occupancy; else how to estimate it (`core.occupancy`)."""
+    if tbl.flag("exit_readers", True):
+        for name in ("typical_stay_minutes", "everyone_out_at"):
+            if tbl.has(name):
+                tbl.fail(name, "only for venues without exit readers (add exit_readers = false)")
+        return None
+    if not tbl.has("typical_stay_minutes"):
+        tbl.fail(
+            "typical_stay_minutes",
+            "missing: a venue without exit readers needs the typical (median) stay in minutes "
+            "to estimate who is inside",
+        )
+    stay = tbl.number(
+        "typical_stay_minutes", minimum=MIN_TYPICAL_STAY_MIN, maximum=MAX_TYPICAL_STAY_MIN
+    )
+    if tbl.flag("carry_occupancy"):
+        tbl.fail(
+            "carry_occupancy",
+            "cannot be true without exit readers: the estimate is built from the entries of the "
+            "local day",
+        )
+    if not tbl.has("everyone_out_at"):
+        return StayModel(stay)
+    out = tbl.convert("everyone_out_at", _minutes, tbl.text("everyone_out_at"))
+    if out >= 24 * 60:
+        tbl.fail("everyone_out_at", "must be before 24:00 (the estimate restarts at midnight)")
+    if not any(start < out for day in opening for start, _ in day):
+        tbl.fail("everyone_out_at", f"{_hhmm(out)} is before the venue opens on every day")
+    return StayModel(stay, out)
 
 
 def _tolerance(tbl: _Table, name: str, default: int) -> int:

@@ -48,6 +48,16 @@ class AlertThresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class StayModel:
+    """How a venue without exit readers estimates who is inside (`core.occupancy`)."""
+
+    # Median minutes a visitor stays.
+    typical_stay_min: int
+    # Minute of the local day at which everyone is out (the estimate drops to 0), if any.
+    everyone_out_min: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Venue:
     venue_id: str
     name: str
@@ -68,6 +78,9 @@ class Venue:
     reservation_tolerance_before_min: int = 15
     reservation_tolerance_after_min: int = 30
     closed_dates: frozenset[int] = frozenset()
+    # None: exit readers count occupancy exactly; else visitors leave unseen and occupancy is
+    # estimated from recent entries and this stay model.
+    stay_model: StayModel | None = None
     alerts: AlertThresholds = AlertThresholds()
     # At RED, admit only holders of a reservation for the current slot.
     reservation_only_at_red: bool = False
@@ -190,6 +203,7 @@ __all__ = [
     "Reason",
     "Request",
     "Slot",
+    "StayModel",
     "Usage",
     "Venue",
     "VenueRule",

@@ -78,7 +78,13 @@ STATUS_FEED_POLLS = Counter(
 )
 
 _VENUE_GAUGES = {
-    "occupancy": "People inside the venue now.",
+    "occupancy": (
+        "People inside the venue now: counted (entries minus exits), or estimated from recent "
+        "entries and the typical stay where passgate_venue_occupancy_estimated is 1."
+    ),
+    "occupancy_estimated": (
+        "1 when the venue has no exit readers and its occupancy is estimated; 0 when counted."
+    ),
     "instant_capacity": "Approved instantaneous capacity (people inside at once).",
     "daily_capacity": "Approved daily capacity (entries per local day).",
     "entries_today": "Entries admitted since local midnight.",

@@ -27,6 +27,8 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
         entries_today=row["entries_today"],
         exits_today=row["exits_today"],
         unmatched_exits_today=row.get("unmatched_exits_today", 0),
+        occupancy_estimated=row.get("occupancy_estimated", False),
+        typical_stay_minutes=row.get("typical_stay_minutes", 0),
         daily_capacity=row["daily_capacity"],
         instant_capacity=row["instant_capacity"],
         alert=row["alert_level"],

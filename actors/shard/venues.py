@@ -2,6 +2,10 @@
 
 Owned by exactly one VenueShard. Changes are staged into the batch's `BatchWrites` and reach
 memory only through `apply_committed`, after the LMDB commit.
+
+Occupancy is counted (entries minus exits) at venues with exit readers and estimated from recent
+entries and the venue's stay model (`core.occupancy`) at the others; the capacity check, the alert
+level and the status all read it through `CapacityCounters.live_occupancy`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import msgspec
 from actors.shard.store import BatchWrites, ShardStore
 from core.capacity import alert_level
 from core.clock import LocalTime
-from core.counters import CapacityCounters
+from core.counters import MINUTES_PER_DAY, TAIL, CapacityCounters
 from core.keys import reservation_key, split_reservation_key
 from core.models import AlertThresholds, CapacityView, PassRecord, Slot, Venue
+from core.occupancy import survival_table
 from core.records import VenueState
 from core.slots import current_slot_ids, next_free_slot, slot_label
 
@@ -37,19 +42,23 @@ class Running:
         # Per venue, the next slot with room: reservations do not change inside a batch.
         self.next_free: dict[str, str | None] = {}
 
-    def get(self, venue_id: str) -> list[int]:
+    def get(self, venue_id: str, minute: int) -> list[int]:
         s = self.state.get(venue_id)
         if s is None:
-            s = self._book.live(venue_id)
+            s = self._book.live(venue_id, minute)
             self.state[venue_id] = s
         return s
 
     def add(self, venue_id: str, entered: bool, exited: bool) -> None:
-        s = self.get(venue_id)
+        # The capacity check (`get`) of the same item came first and filled the state.
+        s = self.state.get(venue_id)
+        if s is None:
+            return
         if entered:
+            # An entry counts in full at once in an estimate too (S(0) = 1).
             s[0] += 1
             s[1] += 1
-        elif exited:
+        elif exited and not self._book.estimated(venue_id):
             s[0] = max(0, s[0] - 1)
 
 
@@ -64,6 +73,18 @@ class VenueBook:
         self._by_pass: dict[str, set[tuple[str, int, str]]] = {}
         self.counters = counters
         self._sync_counters()
+        self._sync_stay()
+
+    def _sync_stay(self) -> None:
+        """Stay models come from configuration only (a quota change keeps them)."""
+        width = TAIL + MINUTES_PER_DAY
+        for vid, i in self.index.items():
+            model = self.base[vid].stay_model
+            if model is None:
+                self.counters.set_stay(i, None)
+            else:
+                table = survival_table(model.typical_stay_min, width)
+                self.counters.set_stay(i, table, model.everyone_out_min)
 
     def _sync_counters(self) -> None:
         for vid, i in self.index.items():
@@ -74,6 +95,11 @@ class VenueBook:
     def set_counters(self, counters: CapacityCounters) -> None:
         self.counters = counters
         self._sync_counters()
+        self._sync_stay()
+
+    def estimated(self, venue_id: str) -> bool:
+        venue = self.base.get(venue_id)
+        return venue is not None and venue.stay_model is not None
 
     def venue(self, venue_id: str) -> Venue | None:
         return self.effective.get(venue_id)
@@ -105,8 +131,9 @@ class VenueBook:
         """The live figures of one venue, straight from the counters."""
         i = self.index[venue.venue_id]
         c = self.counters
-        occ, today = int(c.occupancy[i]), int(c.entries_today[i])
+        occ, today = c.live_occupancy(i, local.minute), int(c.entries_today[i])
         epm, mtf = c.rates(i, local.minute)
+        model = venue.stay_model
         slots = [
             {
                 "slot_id": s.slot_id,
@@ -120,6 +147,8 @@ class VenueBook:
             "venue_id": venue.venue_id,
             "city": venue.city,
             "occupancy": occ,
+            "occupancy_estimated": model is not None,
+            "typical_stay_minutes": 0 if model is None else model.typical_stay_min,
             "entries_today": today,
             "exits_today": int(c.exits_today[i]),
             "unmatched_exits_today": self.unmatched_exits(venue.venue_id, local.day),
@@ -135,9 +164,10 @@ class VenueBook:
             "as_of_ms": now_ms,
         }
 
-    def live(self, venue_id: str) -> list[int]:
+    def live(self, venue_id: str, minute: int) -> list[int]:
+        """[occupancy (estimated or counted), entries today] at `minute` of the venue's day."""
         i = self.index[venue_id]
-        return [int(self.counters.occupancy[i]), int(self.counters.entries_today[i])]
+        return [self.counters.live_occupancy(i, minute), int(self.counters.entries_today[i])]
 
     def capacity_view(
         self,
@@ -149,7 +179,7 @@ class VenueBook:
     ) -> CapacityView:
         if local is None:
             return _NO_VIEW
-        occ, today = running.get(venue.venue_id)
+        occ, today = running.get(venue.venue_id, local.minute)
         alert = alert_level(occ, venue.instant_capacity, today, venue.daily_capacity, venue.alerts)
         paused = self.paused(venue.venue_id)
         if not venue.slots:

@@ -20,6 +20,7 @@ from core.models import (
     PassStatus,
     Province,
     QrPolicy,
+    StayModel,
 )
 
 PROVINCE = """\
@@ -608,3 +609,74 @@ def test_qr_keys_file_is_optional_on_disk(tmp_path: Path) -> None:
     assert load_province(tmp_path).qr_keys == {}
     (tmp_path / QR_KEYS_FILE).write_text(f'[[key]]\nid = "k1"\npublic_key = "{KEY_B64}"\n')
     assert load_province(tmp_path).qr_keys == {"k1": KEY_RAW}
+
+
+# ---------------------------------------------------------------------------------------------
+# Venues without exit readers: estimated occupancy
+
+_LAKE_ANCHOR = 'anti_passback = { mode = "hard", minutes = 60 }'
+
+
+def _lake_with(lines: str) -> dict[str, str]:
+    return _edit(V, _LAKE_ANCHOR, f"{_LAKE_ANCHOR}\n{lines}")
+
+
+def test_venues_count_occupancy_unless_they_say_otherwise() -> None:
+    province = _parse(BASE)
+    assert {v.stay_model for v in province.venues.values()} == {None}
+    lake = _parse(_lake_with("exit_readers = true")).venues["lake"]
+    assert lake.stay_model is None
+
+
+def test_a_venue_without_exit_readers_gets_a_stay_model() -> None:
+    lines = 'exit_readers = false\ntypical_stay_minutes = 150\neveryone_out_at = "17:30"'
+    lake = _parse(_lake_with(lines)).venues["lake"]
+    assert lake.stay_model == StayModel(150, 17 * 60 + 30)
+    plain = _parse(_lake_with("exit_readers = false\ntypical_stay_minutes = 90")).venues["lake"]
+    assert plain.stay_model == StayModel(90, None)
+
+
+def test_sample_mountain_areas_estimate_occupancy(sample: Province) -> None:
+    estimated = {vid for vid, v in sample.venues.items() if v.stay_model is not None}
+    assert {"wz-yandang", "huz-moganshan"} <= estimated
+    assert len(estimated) < len(sample.venues)
+
+
+_NO_EXITS = "exit_readers = false\ntypical_stay_minutes = 150"
+STAY_BAD = [
+    ("stay with exit readers", "typical_stay_minutes = 150",
+     "typical_stay_minutes", "only for venues without exit readers"),
+    ("everyone out with exit readers", 'exit_readers = true\neveryone_out_at = "18:00"',
+     "everyone_out_at", "only for venues without exit readers"),
+    ("no typical stay", "exit_readers = false",
+     "typical_stay_minutes", "missing"),
+    ("stay too short", "exit_readers = false\ntypical_stay_minutes = 5",
+     "typical_stay_minutes", "at least 10"),
+    ("stay too long", "exit_readers = false\ntypical_stay_minutes = 400",
+     "typical_stay_minutes", "at most 360"),
+    ("stay as text", 'exit_readers = false\ntypical_stay_minutes = "150"',
+     "typical_stay_minutes", "expected an integer"),
+    ("exit readers as text", 'exit_readers = "no"',
+     "exit_readers", "expected true or false"),
+    ("bad everyone out", f'{_NO_EXITS}\neveryone_out_at = "25:00"',
+     "everyone_out_at", "bad time '25:00'"),
+    ("everyone out at midnight", f'{_NO_EXITS}\neveryone_out_at = "24:00"',
+     "everyone_out_at", "before 24:00"),
+    ("everyone out before opening", f'{_NO_EXITS}\neveryone_out_at = "07:00"',
+     "everyone_out_at", "before the venue opens"),
+    ("estimate over midnight", f"{_NO_EXITS}\ncarry_occupancy = true",
+     "carry_occupancy", "cannot be true without exit readers"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "lines", "key", "fragment"), STAY_BAD, ids=[b[0] for b in STAY_BAD]
+)
+def test_bad_stay_model_names_file_key_and_problem(
+    case: str, lines: str, key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _parse(_lake_with(lines))
+    err = info.value
+    assert (err.file, err.key) == (V, f'venue "lake".{key}'), str(err)
+    assert fragment in err.problem, str(err)

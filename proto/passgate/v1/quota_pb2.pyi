@@ -168,6 +168,8 @@ class VenueStatus(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     AS_OF_MS_FIELD_NUMBER: _builtins.int
     UNMATCHED_EXITS_TODAY_FIELD_NUMBER: _builtins.int
+    OCCUPANCY_ESTIMATED_FIELD_NUMBER: _builtins.int
+    TYPICAL_STAY_MINUTES_FIELD_NUMBER: _builtins.int
     venue_id: _builtins.str
     occupancy: _builtins.int
     entries_today: _builtins.int
@@ -184,6 +186,12 @@ class VenueStatus(_message.Message):
     """Exit scans today that no known entry justified (unknown, revoked or not inside): counted
     here, never subtracted from occupancy.
     """
+    occupancy_estimated: _builtins.bool
+    """True at a venue without exit readers: `occupancy` (and the alert level and minutes_to_full
+    built on it) is estimated from recent entries and the typical stay, not counted.
+    """
+    typical_stay_minutes: _builtins.int
+    """The typical (median) stay behind the estimate, in minutes; 0 when occupancy is counted."""
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotStatus]: ...
     def __init__(
@@ -202,10 +210,12 @@ class VenueStatus(_message.Message):
         slots: _abc.Iterable[Global___SlotStatus] | None = ...,
         as_of_ms: _builtins.int = ...,
         unmatched_exits_today: _builtins.int = ...,
+        occupancy_estimated: _builtins.bool = ...,
+        typical_stay_minutes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "as_of_ms", b"as_of_ms", "daily_capacity", b"daily_capacity", "entries_per_minute", b"entries_per_minute", "entries_today", b"entries_today", "exits_today", b"exits_today", "instant_capacity", b"instant_capacity", "minutes_to_full", b"minutes_to_full", "occupancy", b"occupancy", "paused", b"paused", "slots", b"slots", "unmatched_exits_today", b"unmatched_exits_today", "venue_id", b"venue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "as_of_ms", b"as_of_ms", "daily_capacity", b"daily_capacity", "entries_per_minute", b"entries_per_minute", "entries_today", b"entries_today", "exits_today", b"exits_today", "instant_capacity", b"instant_capacity", "minutes_to_full", b"minutes_to_full", "occupancy", b"occupancy", "occupancy_estimated", b"occupancy_estimated", "paused", b"paused", "slots", b"slots", "typical_stay_minutes", b"typical_stay_minutes", "unmatched_exits_today", b"unmatched_exits_today", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
