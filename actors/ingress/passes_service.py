@@ -5,8 +5,9 @@ in the stream) and reason; a bad record never takes its neighbours with it.
 
 Who may call what is decided before a call gets here (`auth.py`, including the venue of a
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
-product, status, validity and the usage at its own venues; never credentials, groups, credit tier
-or debt. Full holder data is for the card centre and admin.
+product, status, validity and the usage at its own venues; never credentials, groups, credit tier,
+debt or shared-card flags (they name other venues). Full holder data is for the card centre and
+admin.
 """
 
 from __future__ import annotations
@@ -21,15 +22,24 @@ from actors.catalog import CatalogReader
 from actors.codec import encode_batch
 from actors.errors import BadRequest, NotFound
 from actors.ingress.auth import Principal, caller
-from actors.ingress.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
+from actors.ingress.convert import (
+    credential,
+    parse_iso_date,
+    pass_from_proto,
+    pass_proto,
+    shared_flag_proto,
+    text,
+)
 from actors.ingress.error_map import Undecodable
 from actors.routing import Handles, shard_of
 from core.limits import FREE_TEXT, echo
 from core.models import Province
-from core.records import PassRecord, Usage
+from core.records import PassRecord, SharedFlag
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
 IMPORT_CHUNK = 5000
+# Shared-card flags shown by GetPass (each node keeps its own for 7 days).
+MAX_FLAGS_SHOWN = 20
 MAX_ERRORS_KEPT = 100
 
 
@@ -64,7 +74,15 @@ def _limited(view: passes_pb2.PassView, principal: Principal) -> passes_pb2.Pass
         status=full.status,
     )
     usage = [u for u in view.usage if u.venue_id in principal.venues]
-    return passes_pb2.PassView(**{"pass": shown}, usage=usage)
+    return _pass_view(shown, usage)
+
+
+def _pass_view(
+    record: passes_pb2.PassRecord, usage: list[passes_pb2.VenueUsage]
+) -> passes_pb2.PassView:
+    view = passes_pb2.PassView(usage=usage)
+    getattr(view, "pass").CopyFrom(record)  # `pass` is a Python keyword
+    return view
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
@@ -131,8 +149,9 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
-        parts: list[list[tuple[str, Usage]]] = await asyncio.gather(
-            *(s.usage_of.remote(rec.pass_id) for s in self._h.shards)
+        parts, flags = await asyncio.gather(
+            asyncio.gather(*(s.usage_of.remote(rec.pass_id) for s in self._h.shards)),
+            self._shared_flags(rec.pass_id),
         )
         usage = [
             passes_pb2.VenueUsage(
@@ -147,7 +166,18 @@ class PassesService(passes_pb2_grpc.PassesServicer):
             for venue_id, u in part
         ]
         usage.sort(key=lambda u: u.venue_id)
-        return passes_pb2.PassView(**{"pass": pass_proto(rec)}, usage=usage)
+        view = _pass_view(pass_proto(rec), usage)
+        view.shared_card_flags.extend(shared_flag_proto(f) for f in flags)
+        return view
+
+    async def _shared_flags(self, pass_id: str) -> list[SharedFlag]:
+        """Every node keeps its own sightings store and its shards all answer from it: one list,
+        newest first, each flag once."""
+        parts: list[list[SharedFlag]] = await asyncio.gather(
+            *(s.shared_flags_of.remote(pass_id) for s in self._h.shards)
+        )
+        unique = {(f.at_ms, f.venue_id): f for part in parts for f in part}
+        return sorted(unique.values(), key=lambda f: f.at_ms, reverse=True)[:MAX_FLAGS_SHOWN]
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext
