@@ -84,7 +84,8 @@ def _flag_count(srv: Server, action: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     wanted = f'passgate_shared_card_flags_total{{action="{action}"}} '
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def _entries_at(view: passes_pb2.PassView, venue: str) -> int:
@@ -120,9 +121,7 @@ def test_far_venue_ten_minutes_later_is_admitted_and_flagged(
     assert _flag_count(srv, "flag") == flags_before + 2  # the dry run and the entry
 
 
-def test_a_product_that_refuses_refuses_with_the_reason(
-    srv: Server, channel: grpc.Channel
-) -> None:
+def test_a_product_that_refuses_refuses_with_the_reason(srv: Server, channel: grpc.Channel) -> None:
     refusals_before = _flag_count(srv, "refuse")
     srv.advance_clock(20)
     first = _scan(channel, "r-1", HILLS, "SHR-0")
