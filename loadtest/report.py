@@ -108,6 +108,7 @@ def build_report(
             "allowed": t.allowed,
             "denied": t.answered - t.allowed,
             "pay_later": t.pay_later,
+            "shared_card_flags": t.shared_cards,
             "scan_kinds": dict(sorted(t.kinds.items(), key=lambda kv: -kv[1])),
             "run_seconds": round(run_s, 2),
             "offered_per_s": round(t.scheduled / run_s, 1) if run_s else 0.0,
@@ -298,7 +299,8 @@ def markdown(report: dict[str, Any]) -> str:
     for reason, n in t["decisions_by_reason"].items():
         lines.append(f"| {reason} | {n:,} | {n / answered:.1%} |")
     lines.append(
-        f"\nallowed {t['allowed']:,}, denied {t['denied']:,}, pay-later {t['pay_later']:,}"
+        f"\nallowed {t['allowed']:,}, denied {t['denied']:,}, pay-later {t['pay_later']:,}, "
+        f"shared-card flags {t.get('shared_card_flags', 0):,} (allowed and flagged, or refused)"
     )
     if t["errors_by_code"]:
         lines += ["", "## Errors", "", "| code | count |", "|---|---:|"]

@@ -138,6 +138,7 @@ class Worker:
         t.reasons[REASON_NAMES.get(decision.reason, str(decision.reason))] += 1
         t.allowed += decision.allowed
         t.pay_later += decision.pay_later
+        t.shared_cards += decision.shared_card_suspected
         self.mix.observe(req, decision)
 
     def on_batch_answer(
@@ -158,6 +159,7 @@ class Worker:
             reasons[REASON_NAMES.get(decision.reason, str(decision.reason))] += 1
             t.allowed += decision.allowed
             t.pay_later += decision.pay_later
+            t.shared_cards += decision.shared_card_suspected
             observe(req, decision)
         if not ok:
             return
