@@ -266,6 +266,9 @@ class Mix:
         pay_later = [i for i in ranks if plan.venues[i].pay_later_products]
         self._pay_later_venues = _Zipf(plan, pay_later)
         self._far_scans: deque[gate_pb2.ValidateRequest] = deque(maxlen=MAX_PENDING_SHARED)
+        # Request ids of far scans sent lately, so that their flags can be told apart.
+        self._far_ids: deque[str] = deque(maxlen=RECENT_ENTRIES)
+        self._far_set: set[str] = set()
 
     def next(self) -> tuple[str, gate_pb2.ValidateRequest]:
         draw = self.rng.random()
@@ -284,6 +287,10 @@ class Mix:
             if venue is not None:
                 cred = req.credential
                 self._entries.append(_Entry(venue, req.gate_id, cred.kind, cred.value))
+
+    def is_far_scan(self, req: gate_pb2.ValidateRequest) -> bool:
+        """The second scan of a planned shared card (the one that should be flagged)."""
+        return req.request_id in self._far_set
 
     # --- building blocks ---------------------------------------------------------------
 
@@ -390,7 +397,12 @@ class Mix:
     def _shared(self) -> gate_pb2.ValidateRequest | None:
         """A pass at one venue now; the same pass at a far venue on the next shared draw."""
         if self._far_scans:
-            return self._far_scans.popleft()
+            far_scan = self._far_scans.popleft()
+            if len(self._far_ids) == self._far_ids.maxlen:
+                self._far_set.discard(self._far_ids[0])
+            self._far_ids.append(far_scan.request_id)
+            self._far_set.add(far_scan.request_id)
+            return far_scan
         if not self.plan.far_pairs:
             return None
         product, venue, far = self.rng.choice(self.plan.far_pairs)
