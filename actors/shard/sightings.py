@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ FLAG_KEEP_MS = 7 * 24 * 3_600_000
 MAX_FLAGS_SHOWN = 20
 # Sightings are kept at least this long, whatever the province's geometry.
 MIN_KEEP_MS = 60_000
+# A failing store (a full disk) is reported at most this often, not once per batch.
+WARN_EVERY_S = 60.0
 
 _TIME = struct.Struct(">Q")
 _PASS_KEY = 16
@@ -239,6 +242,7 @@ class SharedCards:
         self._now_ms = 0
         self._seen: dict[bytes, Sighting] = {}
         self._flags: list[tuple[bytes, SharedFlag]] = []
+        self._next_warning = 0.0
 
     def begin(self, now_ms: int) -> None:
         self._end_read()  # a batch that raised may have left its reader open
@@ -300,7 +304,7 @@ class SharedCards:
                 self._txn = self.store.begin()
             return self.store.last(self._txn, key)
         except lmdb.Error as exc:
-            log.warning("sightings read failed: %s", exc)
+            self._warn(f"sightings read failed: {type(exc).__name__}")
             self._end_read()
             return None
 
@@ -319,9 +323,15 @@ class SharedCards:
         try:
             self.store.write(self._seen, self._flags, self._now_ms)
         except Exception as exc:  # advisory: never fail a committed batch
-            log.warning("sightings not recorded: %s", exc)
+            self._warn(f"sightings not recorded: {exc}")
         self._seen = {}
         self._flags = []
+
+    def _warn(self, text: str) -> None:
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + WARN_EVERY_S
+            log.warning("%s (shared-card detection is advisory; entries go on)", text)
 
     def flags_of(self, pass_id: str) -> list[SharedFlag]:
         return self.store.flags_of(pass_id)

@@ -392,3 +392,21 @@ def test_a_retry_returns_the_recorded_decision_and_flags_nothing_new(node: Node)
     flagged = node.scan("r2", b, "CF0")
     assert node.scan("r2", b, "CF0") == flagged
     assert len(node.shard(b).shared_flags_of("F0")) == 1
+
+
+def test_a_failing_sightings_store_never_fails_the_committed_batch(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.errors import StorageFull
+
+    a, b, _, _ = node.venues
+    shard = node.shard(a)
+
+    def full(*_args: object) -> None:
+        raise StorageFull("sightings write failed: storage full")
+
+    monkeypatch.setattr(shard.sharing.store, "write", full)
+    first = node.scan("r1", a, "CF0")
+    assert first.allowed and shard.stored_admits() == 1
+    # Nothing was recorded, so the far entry has nothing to be suspected against.
+    assert not node.scan("r2", b, "CF0").shared_card
