@@ -119,6 +119,10 @@ def test_far_venue_ten_minutes_later_is_admitted_and_flagged(
     assert (flag.other_at_ms, flag.at_ms) == (FROZEN_MS, FROZEN_MS + 10 * 60_000)
     assert 39_500 < flag.distance_m < 40_500
     assert _flag_count(srv, "flag") == flags_before + 2  # the dry run and the entry
+    # A gate's limited view names no other venue: no flags.
+    with srv.channel(f"gate-{COAST}") as gate_channel:
+        limited = _view(gate_channel, "SHF-0")
+    assert _entries_at(limited, COAST) == 1 and not limited.shared_card_flags
 
 
 def test_a_product_that_refuses_refuses_with_the_reason(srv: Server, channel: grpc.Channel) -> None:
