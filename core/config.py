@@ -31,6 +31,7 @@ from core.models import (
     Product,
     Province,
     QrPolicy,
+    SharedCardPolicy,
     Slot,
     StayModel,
     Venue,
@@ -55,8 +56,12 @@ MAX_PASSBACK_MIN = 24 * 60
 # Signed QR codes: real apps refresh every 30-60 s; a window of minutes would invite replays.
 MIN_QR_STEP_S, MAX_QR_STEP_S = 5, 600
 MAX_QR_SKEW_STEPS = 5
+# Shared-card detection (`core.travel`): straight-line km/h a holder can at most travel.
+DEFAULT_TRAVEL_SPEED_KMH = 60.0
+MAX_TRAVEL_SPEED_KMH = 1000.0
+_SHARED_CARD_POLICIES = {"flag": SharedCardPolicy.FLAG, "refuse": SharedCardPolicy.REFUSE}
 
-_PROVINCE_KEYS = frozenset({"name", "default_timezone", "peak_days"})
+_PROVINCE_KEYS = frozenset({"name", "default_timezone", "peak_days", "travel_speed_kmh"})
 _VENUE_KEYS = frozenset(
     {
         "id",
@@ -84,14 +89,16 @@ _VENUE_KEYS = frozenset(
         "alerts",
         "reservation_only_at_red",
         "carry_occupancy",
+        "location",
     }
 )
 _PASSBACK_KEYS = frozenset({"mode", "minutes"})
+_LOCATION_KEYS = frozenset({"lat", "lon"})
 _SLOT_KEYS = frozenset({"id", "start", "end", "capacity"})
 _TOLERANCE_KEYS = frozenset({"before", "after"})
 _ALERT_KEYS = frozenset({"yellow", "orange", "red"})
 _PRODUCT_KEYS = frozenset(
-    {"id", "name", "price_yuan", "default", "cover", "exclude", "credit", "qr"}
+    {"id", "name", "price_yuan", "default", "cover", "exclude", "credit", "qr", "shared_card"}
 )
 _QR_POLICY_KEYS = frozenset({"step_seconds", "skew_steps", "static"})
 _QR_KEY_KEYS = frozenset({"id", "public_key", "note"})
@@ -172,7 +179,8 @@ def parse_province(texts: Mapping[str, str], tz_factory: Callable[[str], tzinfo]
     venues = _parse_venues(docs[VENUES_FILE], default_tz, zones)
     products = _parse_products(docs[PRODUCTS_FILE], venues)
     qr_keys = parse_qr_keys(texts[QR_KEYS_FILE]) if QR_KEYS_FILE in texts else {}
-    return Province(name, default_tz, venues, products, peak_days, qr_keys)
+    speed = _travel_speed(root)
+    return Province(name, default_tz, venues, products, peak_days, qr_keys, speed)
 
 
 def parse_demo_passes(text: str, province: Province | None = None) -> list[PassRecord]:
@@ -313,6 +321,13 @@ class _Table:
             self.fail(name, f"must be at most {maximum}, got {value}")
         return int(value)
 
+    def real(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        """A number (integer or float) within [minimum, maximum]."""
+        value = self.value(name, "a number", _is_number, default)
+        if not minimum <= value <= maximum:  # NaN fails this too
+            self.fail(name, f"must be between {minimum:g} and {maximum:g}, got {value}")
+        return float(value)
+
     def texts(self, name: str) -> list[str]:
         value = self.value(name, "an array of strings", _is_str_list, [])
         for i, item in enumerate(value):
@@ -333,6 +348,10 @@ class _Table:
             return parse(value)
         except _Invalid as exc:
             self.fail(name, str(exc))
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
 
 
 def _is_str_list(value: Any) -> bool:
@@ -534,7 +553,26 @@ def _venue(tbl: _Table, default_tz: str, zones: _Zones) -> Venue:
         alerts=_alerts(tbl),
         reservation_only_at_red=only_at_red,
         carry_occupancy=tbl.flag("carry_occupancy"),
+        location=_location(tbl),
     )
+
+
+def _location(tbl: _Table) -> tuple[float, float] | None:
+    """`location = { lat = 30.24, lon = 120.10 }` in degrees (WGS 84), or None."""
+    sub = tbl.child("location", _LOCATION_KEYS)
+    if sub is None:
+        return None
+    for name in ("lat", "lon"):
+        if not sub.has(name):
+            sub.fail(name, "missing (degrees: location = { lat = 30.24, lon = 120.1 })")
+    return sub.real("lat", 0.0, -90.0, 90.0), sub.real("lon", 0.0, -180.0, 180.0)
+
+
+def _travel_speed(root: _Table) -> float:
+    speed = root.real("travel_speed_kmh", DEFAULT_TRAVEL_SPEED_KMH, 0.0, MAX_TRAVEL_SPEED_KMH)
+    if speed == 0:
+        root.fail("travel_speed_kmh", "must be above 0")
+    return speed
 
 
 def _capacities(tbl: _Table) -> tuple[int, int]:
@@ -728,7 +766,15 @@ def _product(tbl: _Table, venues: dict[str, Venue]) -> Product:
     if not covered:
         tbl.fail("cover", "covers no venue")
     rules = {vid: _rule(venues[vid], covered[vid], credit) for vid in venues if vid in covered}
-    return Product(product_id, name, rules, price, credit, qr)
+    return Product(product_id, name, rules, price, credit, qr, _shared_card(tbl))
+
+
+def _shared_card(tbl: _Table) -> SharedCardPolicy:
+    text = tbl.text("shared_card", "flag")
+    policy = _SHARED_CARD_POLICIES.get(text)
+    if policy is None:
+        tbl.fail("shared_card", f"unknown policy {text!r} (expected flag or refuse)")
+    return policy
 
 
 def _qr_policy(tbl: _Table | None) -> QrPolicy:

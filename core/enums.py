@@ -30,6 +30,15 @@ class Reason(IntEnum):
     CREDIT_DENIED = 19
     UNKNOWN_VENUE = 20
     NOT_AUTHORIZED = 21
+    SHARED_CARD_SUSPECTED = 22
+
+
+class SharedCardPolicy(IntEnum):
+    """What a product does with an entry its pass could not have made in person (`core.travel`):
+    admit it and flag it, or refuse it."""
+
+    FLAG = 0
+    REFUSE = 1
 
 
 class AlertLevel(IntEnum):

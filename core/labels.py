@@ -32,4 +32,5 @@ LABELS: dict[Reason, str] = {
     Reason.CREDIT_DENIED: "pay-later not available: please buy a ticket",
     Reason.UNKNOWN_VENUE: "unknown venue",
     Reason.NOT_AUTHORIZED: "gate not registered for this venue",
+    Reason.SHARED_CARD_SUSPECTED: "card just used elsewhere: see the service desk",
 }

@@ -18,6 +18,7 @@ from core.enums import (
     PassbackMode,
     PassStatus,
     Reason,
+    SharedCardPolicy,
 )
 
 
@@ -86,6 +87,8 @@ class Venue:
     reservation_only_at_red: bool = False
     # At local midnight: True keeps occupancy, False resets it (venue closes overnight).
     carry_occupancy: bool = False
+    # (latitude, longitude) in degrees; None: the venue takes no part in shared-card detection.
+    location: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class Product:
     price_fen: int = 0
     credit: CreditPolicy | None = None
     qr: QrPolicy = QrPolicy()
+    # An entry the pass could not have made in person (`core.travel`): flagged or refused.
+    shared_card: SharedCardPolicy = SharedCardPolicy.FLAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,8 @@ class Province:
     peak_days: frozenset[int] = frozenset()
     # Public keys (raw 32 bytes) of signed-QR issuers by key id, from qr_keys.toml.
     qr_keys: dict[str, bytes] = field(default_factory=dict)
+    # Straight-line speed (km/h) a holder can at most travel between venues (`core.travel`).
+    travel_speed_kmh: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +209,7 @@ __all__ = [
     "QrPolicy",
     "Reason",
     "Request",
+    "SharedCardPolicy",
     "Slot",
     "StayModel",
     "Usage",

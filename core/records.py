@@ -55,6 +55,9 @@ class Decision(msgspec.Struct, array_like=True, frozen=True, gc=False):
     free_visit: bool = False
     # The request itself was malformed (`message` names the field); nothing changed.
     invalid: bool = False
+    # The pass was admitted at another venue too recently to have travelled here
+    # (`core.travel`): allowed and flagged, or refused with SHARED_CARD_SUSPECTED.
+    shared_card: bool = False
 
 
 class PassRecord(msgspec.Struct, array_like=True, frozen=True, tag="pass/1"):
@@ -130,6 +133,26 @@ class LogRecord(msgspec.Struct, array_like=True, tag="log/1", gc=False):
     slot_idx: int
     charge_fen: int
     soft_passback: bool
+    # Added after the first release, with a default: older "log/1" lines decode as False.
+    shared_card: bool = False
+
+
+class Sighting(msgspec.Struct, array_like=True, frozen=True, tag="sighting/1", gc=False):
+    """A pass's last admitted entry on the node (`actors.shard.sightings`)."""
+
+    venue_id: str
+    at_ms: int
+
+
+class SharedFlag(msgspec.Struct, array_like=True, frozen=True, tag="shared/1", gc=False):
+    """An entry its pass could not have made in person: where and when, and the entry before it."""
+
+    at_ms: int
+    venue_id: str
+    other_venue_id: str
+    other_at_ms: int
+    distance_m: int
+    refused: bool
 
 
 class VenueState(msgspec.Struct, array_like=True, tag="venue/1"):
@@ -167,6 +190,8 @@ __all__ = [
     "PassRecord",
     "Request",
     "RequestRecord",
+    "SharedFlag",
+    "Sighting",
     "Usage",
     "VenueState",
     "decoder",

@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         'frozen at 10:00 on the next peak day), "now", or an ISO instant',
     )
     p.add_argument("--zipf", type=float, default=d.zipf_s, help="venue popularity exponent")
+    p.add_argument(
+        "--shared-share",
+        type=float,
+        default=d.shared_share,
+        help="share of scans that reuse one credential at two venues >= 20 km apart",
+    )
     p.add_argument("--holders-per-venue", type=int, default=d.holders_per_venue)
     p.add_argument("--shards", type=int, default=d.shards, help="self-started server's shards")
     p.add_argument(
@@ -138,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         config_dir=a.config,
         sim_start=a.sim_start,
         zipf_s=a.zipf,
+        shared_share=a.shared_share,
         holders_per_venue=a.holders_per_venue,
         shards=a.shards,
         ingress_procs=a.ingress_procs,

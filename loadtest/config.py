@@ -63,6 +63,8 @@ class LoadConfig:
     # self-started server's frozen clock), "now" (real clock) or an ISO instant.
     sim_start: str | None = None
     zipf_s: float = 1.0
+    # Share of scans that reuse one credential at two far-apart venues (loadtest/mix.py).
+    shared_share: float = 0.01
     holders_per_venue: int = 40
     shards: int = 2
     # Self-started server's gRPC ingress processes (run_cluster.py --ingress-procs).
@@ -115,6 +117,8 @@ class LoadConfig:
             raise ValueError("generator nice must be -20..19")
         if self.arrivals not in ("poisson", "uniform"):
             raise ValueError("arrivals must be poisson or uniform")
+        if not 0 <= self.shared_share <= 0.2:
+            raise ValueError("shared-card share must be 0..0.2")
 
     def sim_instant(self, province: Province) -> datetime:
         tz = ZoneInfo(province.default_tz)

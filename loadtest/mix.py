@@ -4,6 +4,8 @@
 Zipf popularity, the passes that each venue's products cover, revoked passes, reservation holders).
 Each worker then runs its own seeded `Mix`, which keeps a little memory of what it sent and what was
 allowed, so that exits, repeated scans, passback attempts and retries refer to real earlier scans.
+Shared cards: one pass scanned at a venue and, a few scans later, at a venue at least FAR_KM away
+that its product also covers (pairs precomputed from the venues' locations, at most MAX_FAR_PAIRS).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from core.models import CredentialKind, PassStatus, Province
 from core.population import credential_of
+from core.travel import distance_km
 from loadtest.population import PopulationIndex
 from proto.passgate.v1 import common_pb2, gate_pb2
 
@@ -28,6 +31,10 @@ RECENT_ENTRIES = 4096
 RECENT_REQUESTS = 64
 # A repeated scan is the same person tapping again within the last few entries of this worker.
 REPEAT_WINDOW = 16
+# Shared cards: the second venue is at least this far from the first (minutes apart by car).
+FAR_KM = 20.0
+MAX_FAR_PAIRS = 256
+MAX_PENDING_SHARED = 64
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class MixShares:
     not_covered: float = 0.01
     pay_later: float = 0.05
     dry_run: float = 0.005
+    # One credential at two far-apart venues (half the share each: the first and the far scan).
+    shared: float = 0.01
     # At a venue that needs a reservation, the share of entries made by reservation holders.
     holders: float = 0.75
 
@@ -58,6 +67,7 @@ class MixShares:
             "not_covered",
             "pay_later",
             "dry_run",
+            "shared",
         )
         acc, out = 0.0, []
         for name in names:
@@ -99,6 +109,8 @@ class MixPlan:
     revoked: np.ndarray
     shares: MixShares = field(default_factory=MixShares)
     zipf_s: float = 1.0
+    # (product index, venue rank, far venue rank): both venues covered by the product.
+    far_pairs: tuple[tuple[int, int, int], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         top = self.venues[:5]
@@ -111,6 +123,7 @@ class MixPlan:
             "reservation_venues": sum(v.needs_reservation for v in self.venues),
             "reservation_holders": sum(len(v.holders) for v in self.venues),
             "revoked_passes": int(self.revoked.shape[0]),
+            "shared_card_pairs": len(self.far_pairs),
             "shares": self.shares.to_dict(),
         }
 
@@ -170,6 +183,7 @@ def build_plan(
             )
         )
     weights = [1.0 / (rank**zipf_s) for rank in range(1, len(venues) + 1)]
+    pairs = far_pairs(province, venues, seed)
     return MixPlan(
         product_ids=product_ids,
         venues=tuple(venues),
@@ -178,7 +192,27 @@ def build_plan(
         revoked=np.flatnonzero(population.status == int(PassStatus.REVOKED)).astype(np.int32),
         shares=shares or MixShares(),
         zipf_s=zipf_s,
+        far_pairs=pairs,
     )
+
+
+def far_pairs(
+    province: Province, venues: list[VenuePlan], seed: int
+) -> tuple[tuple[int, int, int], ...]:
+    """(product, venue, far venue) triples: both venues located, at least FAR_KM apart and
+    covered by the product; a seeded sample of at most MAX_FAR_PAIRS."""
+    found = []
+    for a, va in enumerate(venues):
+        here = province.venues[va.venue_id].location
+        if here is None:
+            continue
+        for b, vb in enumerate(venues):
+            there = province.venues[vb.venue_id].location
+            if there is None or distance_km(here, there) < FAR_KM:
+                continue
+            found += [(k, a, b) for k in set(va.products) & set(vb.products)]
+    rng = random.Random(seed)
+    return tuple(sorted(rng.sample(found, min(MAX_FAR_PAIRS, len(found)))))
 
 
 def pick_pass(plan: MixPlan, venue: VenuePlan, rng: random.Random) -> int | None:
@@ -231,6 +265,10 @@ class Mix:
         self._covering = _Zipf(plan, [i for i in ranks if plan.venues[i].products])
         pay_later = [i for i in ranks if plan.venues[i].pay_later_products]
         self._pay_later_venues = _Zipf(plan, pay_later)
+        self._far_scans: deque[gate_pb2.ValidateRequest] = deque(maxlen=MAX_PENDING_SHARED)
+        # Request ids of far scans sent lately, so that their flags can be told apart.
+        self._far_ids: deque[str] = deque(maxlen=RECENT_ENTRIES)
+        self._far_set: set[str] = set()
 
     def next(self) -> tuple[str, gate_pb2.ValidateRequest]:
         draw = self.rng.random()
@@ -249,6 +287,10 @@ class Mix:
             if venue is not None:
                 cred = req.credential
                 self._entries.append(_Entry(venue, req.gate_id, cred.kind, cred.value))
+
+    def is_far_scan(self, req: gate_pb2.ValidateRequest) -> bool:
+        """The second scan of a planned shared card (the one that should be flagged)."""
+        return req.request_id in self._far_set
 
     # --- building blocks ---------------------------------------------------------------
 
@@ -351,6 +393,24 @@ class Mix:
         plan = self.plan.venues[venue]
         passes = self.plan.passes_by_product[self.rng.choice(plan.pay_later_products)]
         return self._scan_pass(venue, int(passes[self.rng.randrange(passes.shape[0])]))
+
+    def _shared(self) -> gate_pb2.ValidateRequest | None:
+        """A pass at one venue now; the same pass at a far venue on the next shared draw."""
+        if self._far_scans:
+            far_scan = self._far_scans.popleft()
+            if len(self._far_ids) == self._far_ids.maxlen:
+                self._far_set.discard(self._far_ids[0])
+            self._far_ids.append(far_scan.request_id)
+            self._far_set.add(far_scan.request_id)
+            return far_scan
+        if not self.plan.far_pairs:
+            return None
+        product, venue, far = self.rng.choice(self.plan.far_pairs)
+        passes = self.plan.passes_by_product[product]
+        pass_index = int(passes[self.rng.randrange(passes.shape[0])])
+        first = self._scan_pass(venue, pass_index)
+        self._far_scans.append(self._scan_pass(far, pass_index))
+        return first
 
     def _dry_run(self) -> gate_pb2.ValidateRequest | None:
         req = self._entry()

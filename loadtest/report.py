@@ -108,6 +108,11 @@ def build_report(
             "allowed": t.allowed,
             "denied": t.answered - t.allowed,
             "pay_later": t.pay_later,
+            "shared_card_flags": t.shared_cards,
+            # Of which on the mix's planned far scans (the rest: the random mix sent one pass to
+            # two venues within their travel time; a frozen clock makes them simultaneous).
+            "shared_card_flags_planned": t.shared_planned,
+            "shared_card_far_scans": t.kinds.get("shared", 0) // 2,
             "scan_kinds": dict(sorted(t.kinds.items(), key=lambda kv: -kv[1])),
             "run_seconds": round(run_s, 2),
             "offered_per_s": round(t.scheduled / run_s, 1) if run_s else 0.0,
@@ -300,6 +305,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(
         f"\nallowed {t['allowed']:,}, denied {t['denied']:,}, pay-later {t['pay_later']:,}"
     )
+    lines.append(_shared_line(t))
     if t["errors_by_code"]:
         lines += ["", "## Errors", "", "| code | count |", "|---|---:|"]
         lines += [f"| {code} | {n:,} |" for code, n in t["errors_by_code"].items()]
@@ -324,6 +330,16 @@ def _echo_row(report: dict[str, Any]) -> list[str]:
     if not e or "latency_ms" not in e:
         return []
     return [_latency_row("echo, same generator", e["latency_ms"], e["throughput_per_s"], e)]
+
+
+def _shared_line(t: dict[str, Any]) -> str:
+    flags = t.get("shared_card_flags", 0)
+    planned, far = t.get("shared_card_flags_planned", 0), t.get("shared_card_far_scans", 0)
+    return (
+        f"\nShared-card flags (admitted and flagged, or refused): {flags:,}; {planned:,} on the "
+        f"mix's {far:,} planned far scans (one pass at a venue >= 20 km from its last; the others: "
+        "one random pass at two venues within the travel time)."
+    )
 
 
 def instrument_line(report: dict[str, Any]) -> str:

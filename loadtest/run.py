@@ -27,7 +27,7 @@ from core.models import Province
 from loadtest import profiles
 from loadtest.client import ClientAuth
 from loadtest.config import LoadConfig
-from loadtest.mix import MixPlan, build_plan
+from loadtest.mix import MixPlan, MixShares, build_plan
 from loadtest.population import build_population
 from loadtest.report import build_report, transport_section, write_files
 from loadtest.reservations import book_holders
@@ -149,7 +149,8 @@ def _against_passgate(
         )
         if stats.rejected:
             _say(f"warning: the server rejected {stats.rejected:,} passes: {stats.errors[:3]}")
-        plan = build_plan(province, index, cfg.seed, zipf_s=cfg.zipf_s)
+        shares = MixShares(shared=cfg.shared_share)
+        plan = build_plan(province, index, cfg.seed, shares, zipf_s=cfg.zipf_s)
         per_venue = cfg.holders_per_venue
         plan, booked = book_holders(target, province, plan, sim, per_venue, cfg.seed, auth)
         if booked.get("error") and cfg.live:

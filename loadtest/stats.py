@@ -82,6 +82,9 @@ class Tally:
     unsent: int = 0
     allowed: int = 0
     pay_later: int = 0
+    # Decisions flagged (or refused) as a shared card; those on the mix's planned far scans.
+    shared_cards: int = 0
+    shared_planned: int = 0
     errors_by_code: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
@@ -98,13 +101,24 @@ class Tally:
             "unsent": self.unsent,
             "allowed": self.allowed,
             "pay_later": self.pay_later,
+            "shared_cards": self.shared_cards,
+            "shared_planned": self.shared_planned,
             "errors_by_code": dict(self.errors_by_code),
             "reasons": dict(self.reasons),
             "kinds": dict(self.kinds),
         }
 
     def add_msg(self, msg: dict[str, Any]) -> None:
-        for name in ("scheduled", "sent", "answered", "unsent", "allowed", "pay_later"):
+        for name in (
+            "scheduled",
+            "sent",
+            "answered",
+            "unsent",
+            "allowed",
+            "pay_later",
+            "shared_cards",
+            "shared_planned",
+        ):
             setattr(self, name, getattr(self, name) + msg[name])
         self.errors_by_code.update(msg["errors_by_code"])
         self.reasons.update(msg["reasons"])

@@ -138,6 +138,9 @@ class Worker:
         t.reasons[REASON_NAMES.get(decision.reason, str(decision.reason))] += 1
         t.allowed += decision.allowed
         t.pay_later += decision.pay_later
+        if decision.shared_card_suspected:
+            t.shared_cards += 1
+            t.shared_planned += self.mix.is_far_scan(req)
         self.mix.observe(req, decision)
 
     def on_batch_answer(
@@ -158,6 +161,9 @@ class Worker:
             reasons[REASON_NAMES.get(decision.reason, str(decision.reason))] += 1
             t.allowed += decision.allowed
             t.pay_later += decision.pay_later
+            if decision.shared_card_suspected:
+                t.shared_cards += 1
+                t.shared_planned += self.mix.is_far_scan(req)
             observe(req, decision)
         if not ok:
             return

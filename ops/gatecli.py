@@ -59,6 +59,8 @@ def show_decision(d: gate_pb2.Decision) -> str:
     lines.append(f"  venue:     {common_pb2.AlertLevel.Name(d.venue_alert)}")
     if d.pay_later:
         lines.append(f"  pay later: charged {d.charge_fen / 100:.2f} yuan")
+    if d.shared_card_suspected:
+        lines.append("  shared card? the pass entered another venue too recently to be here")
     lines.append(f"  request:   {d.request_id} at {_when(d.decided_at_ms)}")
     return "\n".join(lines)
 
@@ -86,6 +88,13 @@ def show_pass(view: passes_pb2.PassView) -> str:
         lines.append(
             f"  {u.venue_id}: {u.entries} entries, {u.entries_today} today{inside}"
             + (f", last {_when(u.last_entry_ms)}" if u.last_entry_ms else "")
+        )
+    for f in view.shared_card_flags:
+        lines.append(
+            f"  shared card? {_when(f.at_ms)} at {f.venue_id}"
+            + (" (refused)" if f.refused else "")
+            + f", {(f.at_ms - f.other_at_ms) // 60_000} min after {f.other_venue_id}"
+            + f", {f.distance_m / 1000:.1f} km away"
         )
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from core.limits import (
     text_problem,
 )
 from core.models import CredentialKind, CreditTier, PassStatus, Province
-from core.records import Decision, PassRecord, Request
+from core.records import Decision, PassRecord, Request, SharedFlag
 from proto.passgate.v1 import common_pb2, gate_pb2, passes_pb2
 
 _KINDS = {int(k) for k in CredentialKind if k != CredentialKind.UNSPECIFIED}
@@ -82,6 +82,18 @@ def decision_proto(d: Decision) -> gate_pb2.Decision:
         pay_later=d.pay_later,
         decided_at_ms=d.decided_at_ms,
         charge_fen=d.charge_fen,
+        shared_card_suspected=d.shared_card,
+    )
+
+
+def shared_flag_proto(f: SharedFlag) -> passes_pb2.SharedCardFlag:
+    return passes_pb2.SharedCardFlag(
+        at_ms=f.at_ms,
+        venue_id=f.venue_id,
+        other_venue_id=f.other_venue_id,
+        other_at_ms=f.other_at_ms,
+        distance_m=f.distance_m,
+        refused=f.refused,
     )
 
 

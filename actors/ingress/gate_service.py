@@ -53,6 +53,8 @@ def _budget(context: grpc.aio.ServicerContext) -> float:
 
 def _count(d: Decision) -> None:
     metrics.DECISIONS.labels(_REASON_LABELS.get(d.reason, "REASON_UNSPECIFIED"), d.allowed).inc()
+    if d.shared_card:
+        metrics.SHARED_CARDS.labels("flag" if d.allowed else "refuse").inc()
 
 
 async def _answer(fut: asyncio.Future[Decision]) -> Decision:

@@ -23,6 +23,13 @@ DECISIONS = Counter(
     ["reason", "allowed"],
     registry=REGISTRY,
 )
+SHARED_CARDS = Counter(
+    "passgate_shared_card_flags",
+    "Entries whose pass was admitted elsewhere too recently to have travelled here, by action "
+    "(flag: admitted and flagged; refuse: refused with REASON_SHARED_CARD_SUSPECTED).",
+    ["action"],
+    registry=REGISTRY,
+)
 DECISION_LATENCY = Histogram(
     "passgate_decision_latency_seconds",
     "Time from receipt of a validation at the ingress to its reply.",

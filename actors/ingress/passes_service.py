@@ -5,8 +5,9 @@ in the stream) and reason; a bad record never takes its neighbours with it.
 
 Who may call what is decided before a call gets here (`auth.py`, including the venue of a
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
-product, status, validity and the usage at its own venues; never credentials, groups, credit tier
-or debt. Full holder data is for the card centre and admin.
+product, status, validity and the usage at its own venues; never credentials, groups, credit tier,
+debt or shared-card flags (they name other venues). Full holder data is for the card centre and
+admin.
 
 GetPass lists the pass's reservations with their state (reserved, consumed, expired) under the
 rule of `core.reservations`, the same one the gate and Reserve follow; the limited view only
@@ -25,17 +26,26 @@ from actors.catalog import CatalogReader
 from actors.codec import encode_batch
 from actors.errors import BadRequest, NotFound
 from actors.ingress.auth import Principal, caller
-from actors.ingress.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
+from actors.ingress.convert import (
+    credential,
+    parse_iso_date,
+    pass_from_proto,
+    pass_proto,
+    shared_flag_proto,
+    text,
+)
 from actors.ingress.error_map import Undecodable
 from actors.routing import Handles, shard_of
 from core import reservations as resv
 from core.clock import fmt_day, fmt_minute
 from core.limits import FREE_TEXT, echo
 from core.models import Province
-from core.records import PassRecord, Usage
+from core.records import PassRecord, SharedFlag, Usage
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
 IMPORT_CHUNK = 5000
+# Shared-card flags shown by GetPass (each node keeps its own for 7 days).
+MAX_FLAGS_SHOWN = 20
 MAX_ERRORS_KEPT = 100
 
 
@@ -71,7 +81,17 @@ def _limited(view: passes_pb2.PassView, principal: Principal) -> passes_pb2.Pass
     )
     usage = [u for u in view.usage if u.venue_id in principal.venues]
     held = [r for r in view.reservations if r.venue_id in principal.venues]
-    return passes_pb2.PassView(**{"pass": shown}, usage=usage, reservations=held)
+    return _pass_view(shown, usage, held)
+
+
+def _pass_view(
+    record: passes_pb2.PassRecord,
+    usage: list[passes_pb2.VenueUsage],
+    reservations: list[passes_pb2.HeldReservation],
+) -> passes_pb2.PassView:
+    view = passes_pb2.PassView(usage=usage, reservations=reservations)
+    getattr(view, "pass").CopyFrom(record)  # `pass` is a Python keyword
+    return view
 
 
 # core.reservations' state names -> the proto enum.
@@ -160,10 +180,13 @@ class PassesService(passes_pb2_grpc.PassesServicer):
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
         shards = self._h.shards
-        # Usage and reservations from every shard, all calls at once.
-        answers = await asyncio.gather(
-            *(s.usage_of.remote(rec.pass_id) for s in shards),
-            *(s.reservations_of.remote(rec.pass_id) for s in shards),
+        # Usage, reservations and shared-card flags from every shard, all calls at once.
+        answers, flags = await asyncio.gather(
+            asyncio.gather(
+                *(s.usage_of.remote(rec.pass_id) for s in shards),
+                *(s.reservations_of.remote(rec.pass_id) for s in shards),
+            ),
+            self._shared_flags(rec.pass_id),
         )
         parts: list[list[tuple[str, Usage]]] = answers[: len(shards)]
         held: list[list[tuple[str, int, str, str, int, int]]] = answers[len(shards) :]
@@ -182,9 +205,18 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         usage.sort(key=lambda u: u.venue_id)
         rows = sorted((row for part in held for row in part), key=lambda r: (r[1], r[0], r[4]))
         reservations = [_held(row) for row in rows]
-        return passes_pb2.PassView(
-            **{"pass": pass_proto(rec)}, usage=usage, reservations=reservations
+        view = _pass_view(pass_proto(rec), usage, reservations)
+        view.shared_card_flags.extend(shared_flag_proto(f) for f in flags)
+        return view
+
+    async def _shared_flags(self, pass_id: str) -> list[SharedFlag]:
+        """Every node keeps its own sightings store and its shards all answer from it: one list,
+        newest first, each flag once."""
+        parts: list[list[SharedFlag]] = await asyncio.gather(
+            *(s.shared_flags_of.remote(pass_id) for s in self._h.shards)
         )
+        unique = {(f.at_ms, f.venue_id): f for part in parts for f in part}
+        return sorted(unique.values(), key=lambda f: f.at_ms, reverse=True)[:MAX_FLAGS_SHOWN]
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext

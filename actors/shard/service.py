@@ -8,7 +8,7 @@ from typing import Any
 from actors.codec import decode_requests_each, encode_batch
 from actors.shard.venue_shard import VenueShard
 from core.models import Province
-from core.records import Usage
+from core.records import SharedFlag, Usage
 
 
 def decide_encoded(shard: VenueShard, payload: bytes) -> bytes:
@@ -70,6 +70,9 @@ class ShardService:
 
     def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
         return self.shard.reservations_of(pass_id)
+
+    def shared_flags_of(self, pass_id: str) -> list[SharedFlag]:
+        return self.shard.shared_flags_of(pass_id)
 
     def venue_status(self, venue_id: str) -> dict[str, Any] | None:
         return self.shard.venue_status(venue_id)

@@ -10,7 +10,8 @@ only grow, so a store whose id went backwards was replaced by an older copy or d
 
 The signed-code claims store (`actors.shard.code_claims`) is the exception: it holds only claims
 of codes still inside their window and is not fsynced, so it is never recorded, and a damaged one
-is dropped (and recreated empty) instead of refused.
+is dropped (and recreated empty) instead of refused. So is the shared-card sightings store
+(`actors.shard.sightings`): advisory, not fsynced, and rebuilt by the next admitted entries.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, BinaryIO
 from actors.catalog import catalog_path
 from actors.errors import StoreCorrupt
 from actors.shard.code_claims import codes_path
+from actors.shard.sightings import sightings_path
 from actors.shard.venue_shard import shard_dir
 
 log = logging.getLogger("passgate.store_check")
@@ -231,21 +233,22 @@ def check_data_dir(data_dir: Path, n_shards: int) -> None:
     recorded = load_manifest(data_dir)
     for rel in sorted(set(store_dirs(data_dir, n_shards)) | set(recorded)):
         _check_store(data_dir, rel, recorded.get(rel))
-    _drop_damaged_claims(data_dir)
+    _drop_damaged(codes_path(data_dir), "replay claims of codes still inside their window")
+    _drop_damaged(sightings_path(data_dir), "advisory shared-card sightings")
 
 
-def _drop_damaged_claims(data_dir: Path) -> None:
-    path = codes_path(data_dir) / DATA_FILE
+def _drop_damaged(store: Path, holds: str) -> None:
+    path = store / DATA_FILE
     try:
         read_meta(path)
     except UnreadableStore as exc:
         if exc.problem in ("missing", "empty"):
             return
         log.warning(
-            "store check: %s is damaged (%s); dropping it: it holds only replay claims of codes "
-            "still inside their window",
+            "store check: %s is damaged (%s); dropping it: it holds only %s",
             path,
             exc.problem,
+            holds,
         )
         for name in (DATA_FILE, "lock.mdb"):
             (path.parent / name).unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from actors.shard.code_claims import (
     issuer_dir,
 )
 from actors.shard.quota_ops import QuotaOps
+from actors.shard.sightings import SharedCards
 from actors.shard.store import BatchWrites, ShardStore
 from actors.shard.venues import Running, VenueBook
 from core.clock import LocalTime, local_time
@@ -57,7 +58,7 @@ from core.models import (
     Venue,
 )
 from core.qr import UNKNOWN_KEY, Token, Verifier, claim_expiry_ms, is_signed, window_problem
-from core.records import Decision, LogRecord, Request, RequestRecord, Usage
+from core.records import Decision, LogRecord, Request, RequestRecord, SharedFlag, Usage
 from core.rules import decide
 
 REQUEST_TTL_MS = 15 * 60 * 1000
@@ -138,6 +139,7 @@ class VenueShard(QuotaOps):
         self.store = ShardStore(shard_dir(data, shard_id))
         self._check_layout(n_shards)
         self.claims = CodeClaims(codes_path(data))
+        self.sharing = SharedCards(data, province)  # shared-card sightings of the node
         creds = Path(credentials_dir) if credentials_dir else None
         self.issuers = IssuerKeys(province.qr_keys, issuer_dir(data, creds))
         self.verifier = Verifier(self.issuers.keys)
@@ -201,6 +203,7 @@ class VenueShard(QuotaOps):
     def decide_requests(self, items: list[Request | str]) -> list[Decision]:
         now_ms = self._clock()
         batch = _Batch(now_ms, self.book)
+        self.sharing.begin(now_ms)
         self._expire_requests(now_ms, batch.writes)
         out: list[Decision] = []
         with self.catalog.begin() as txn:
@@ -215,6 +218,7 @@ class VenueShard(QuotaOps):
                     rid = "" if isinstance(req, str) else req.request_id
                     out.append(invalid(rid if text_problem(rid) is None else "", problem, now_ms))
         self._commit(batch, now_ms)
+        self.sharing.commit()
         self.batches += 1
         self.items += len(items)
         return out
@@ -249,6 +253,8 @@ class VenueShard(QuotaOps):
                 outcome = decide(
                     pass_, usage, venue, req, batch.now_ms, self.province, capacity, local
                 )
+                if pass_ is not None:
+                    outcome = self.sharing.check(req, pass_, venue, outcome)
         if req.dry_run:
             return outcome.decision
         reserved = capacity.reserved_slot if capacity is not None else None
@@ -294,7 +300,7 @@ class VenueShard(QuotaOps):
             LogRecord(
                 batch.now_ms, req.request_id, req.venue_id, req.gate_id, decision.pass_id,
                 int(req.direction), decision.allowed, int(decision.reason), event, day, minute,
-                slot_idx, decision.charge_fen, decision.soft_passback,
+                slot_idx, decision.charge_fen, decision.soft_passback, decision.shared_card,
             )
         )  # fmt: skip
 
@@ -487,6 +493,10 @@ class VenueShard(QuotaOps):
         # LMDB holds every committed usage record (memory holds only those used since start).
         return list(self.store.usage_of_pass(pass_id))
 
+    def shared_flags_of(self, pass_id: str) -> list[SharedFlag]:
+        """The pass's recent shared-card flags on this node (every shard of a node sees them)."""
+        return self.sharing.flags_of(pass_id)
+
     def stored_admits(self) -> int:
         """Admitted entries not annulled, counted from the durable decision log."""
         total = 0
@@ -516,6 +526,7 @@ class VenueShard(QuotaOps):
         self.store.close()
         self.catalog.close()
         self.claims.close()
+        self.sharing.close()
 
     def pid(self) -> int:
         return os.getpid()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/common.proto\x12\x0bpassgate.v1\"F\n\nCredential\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.passgate.v1.CredentialKind\x12\r\n\x05value\x18\x02 \x01(\t*\xc1\x04\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tREASON_OK\x10\x01\x12\x1d\n\x19REASON_UNKNOWN_CREDENTIAL\x10\x02\x12\x17\n\x13REASON_INVALID_CODE\x10\x03\x12\x17\n\x13REASON_CODE_EXPIRED\x10\x04\x12\x18\n\x14REASON_REPLAYED_CODE\x10\x05\x12\x12\n\x0eREASON_REVOKED\x10\x06\x12\x12\n\x0eREASON_BLOCKED\x10\x07\x12\x18\n\x14REASON_NOT_YET_VALID\x10\x08\x12\x12\n\x0eREASON_EXPIRED\x10\t\x12\x1c\n\x18REASON_VENUE_NOT_COVERED\x10\n\x12\x1e\n\x1aREASON_ENTRY_LIMIT_REACHED\x10\x0b\x12\x1e\n\x1aREASON_DAILY_LIMIT_REACHED\x10\x0c\x12\x18\n\x14REASON_ANTI_PASSBACK\x10\r\x12\x1f\n\x1bREASON_RESERVATION_REQUIRED\x10\x0e\x12\x1e\n\x1aREASON_OUTSIDE_TIME_WINDOW\x10\x0f\x12\x17\n\x13REASON_VENUE_CLOSED\x10\x10\x12\x15\n\x11REASON_VENUE_FULL\x10\x11\x12\x17\n\x13REASON_VENUE_PAUSED\x10\x12\x12\x18\n\x14REASON_CREDIT_DENIED\x10\x13\x12\x18\n\x14REASON_UNKNOWN_VENUE\x10\x14\x12\x19\n\x15REASON_NOT_AUTHORIZED\x10\x15*\x9b\x01\n\nAlertLevel\x12\x1b\n\x17\x41LERT_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_LEVEL_GREEN\x10\x01\x12\x16\n\x12\x41LERT_LEVEL_YELLOW\x10\x02\x12\x16\n\x12\x41LERT_LEVEL_ORANGE\x10\x03\x12\x13\n\x0f\x41LERT_LEVEL_RED\x10\x04\x12\x14\n\x10\x41LERT_LEVEL_FULL\x10\x05*{\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43REDENTIAL_KIND_CARD\x10\x01\x12\x16\n\x12\x43REDENTIAL_KIND_QR\x10\x02\x12\x16\n\x12\x43REDENTIAL_KIND_ID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/common.proto\x12\x0bpassgate.v1\"F\n\nCredential\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.passgate.v1.CredentialKind\x12\r\n\x05value\x18\x02 \x01(\t*\xe3\x04\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tREASON_OK\x10\x01\x12\x1d\n\x19REASON_UNKNOWN_CREDENTIAL\x10\x02\x12\x17\n\x13REASON_INVALID_CODE\x10\x03\x12\x17\n\x13REASON_CODE_EXPIRED\x10\x04\x12\x18\n\x14REASON_REPLAYED_CODE\x10\x05\x12\x12\n\x0eREASON_REVOKED\x10\x06\x12\x12\n\x0eREASON_BLOCKED\x10\x07\x12\x18\n\x14REASON_NOT_YET_VALID\x10\x08\x12\x12\n\x0eREASON_EXPIRED\x10\t\x12\x1c\n\x18REASON_VENUE_NOT_COVERED\x10\n\x12\x1e\n\x1aREASON_ENTRY_LIMIT_REACHED\x10\x0b\x12\x1e\n\x1aREASON_DAILY_LIMIT_REACHED\x10\x0c\x12\x18\n\x14REASON_ANTI_PASSBACK\x10\r\x12\x1f\n\x1bREASON_RESERVATION_REQUIRED\x10\x0e\x12\x1e\n\x1aREASON_OUTSIDE_TIME_WINDOW\x10\x0f\x12\x17\n\x13REASON_VENUE_CLOSED\x10\x10\x12\x15\n\x11REASON_VENUE_FULL\x10\x11\x12\x17\n\x13REASON_VENUE_PAUSED\x10\x12\x12\x18\n\x14REASON_CREDIT_DENIED\x10\x13\x12\x18\n\x14REASON_UNKNOWN_VENUE\x10\x14\x12\x19\n\x15REASON_NOT_AUTHORIZED\x10\x15\x12 \n\x1cREASON_SHARED_CARD_SUSPECTED\x10\x16*\x9b\x01\n\nAlertLevel\x12\x1b\n\x17\x41LERT_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_LEVEL_GREEN\x10\x01\x12\x16\n\x12\x41LERT_LEVEL_YELLOW\x10\x02\x12\x16\n\x12\x41LERT_LEVEL_ORANGE\x10\x03\x12\x13\n\x0f\x41LERT_LEVEL_RED\x10\x04\x12\x14\n\x10\x41LERT_LEVEL_FULL\x10\x05*{\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43REDENTIAL_KIND_CARD\x10\x01\x12\x16\n\x12\x43REDENTIAL_KIND_QR\x10\x02\x12\x16\n\x12\x43REDENTIAL_KIND_ID\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.passgate.v1.common_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REASON']._serialized_start=120
-  _globals['_REASON']._serialized_end=697
-  _globals['_ALERTLEVEL']._serialized_start=700
-  _globals['_ALERTLEVEL']._serialized_end=855
-  _globals['_CREDENTIALKIND']._serialized_start=857
-  _globals['_CREDENTIALKIND']._serialized_end=980
+  _globals['_REASON']._serialized_end=731
+  _globals['_ALERTLEVEL']._serialized_start=734
+  _globals['_ALERTLEVEL']._serialized_end=889
+  _globals['_CREDENTIALKIND']._serialized_start=891
+  _globals['_CREDENTIALKIND']._serialized_end=1014
   _globals['_CREDENTIAL']._serialized_start=47
   _globals['_CREDENTIAL']._serialized_end=117
 # @@protoc_insertion_point(module_scope)

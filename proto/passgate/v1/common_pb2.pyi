@@ -45,6 +45,10 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_CREDIT_DENIED: _Reason.ValueType  # 19
     REASON_UNKNOWN_VENUE: _Reason.ValueType  # 20
     REASON_NOT_AUTHORIZED: _Reason.ValueType  # 21
+    REASON_SHARED_CARD_SUSPECTED: _Reason.ValueType  # 22
+    """The pass was admitted at another venue too recently to have travelled here (product policy
+    `shared_card = "refuse"`); the message names that venue, how long ago and how far.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
 
@@ -70,6 +74,10 @@ REASON_VENUE_PAUSED: Reason.ValueType  # 18
 REASON_CREDIT_DENIED: Reason.ValueType  # 19
 REASON_UNKNOWN_VENUE: Reason.ValueType  # 20
 REASON_NOT_AUTHORIZED: Reason.ValueType  # 21
+REASON_SHARED_CARD_SUSPECTED: Reason.ValueType  # 22
+"""The pass was admitted at another venue too recently to have travelled here (product policy
+`shared_card = "refuse"`); the message names that venue, how long ago and how far.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 class _AlertLevel:

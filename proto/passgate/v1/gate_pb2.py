@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from proto.passgate.v1 import common_pb2 as proto_dot_passgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/passgate/v1/gate.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\xc8\x01\n\x0fValidateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12+\n\ncredential\x18\x04 \x01(\x0b\x32\x17.passgate.v1.Credential\x12)\n\tdirection\x18\x05 \x01(\x0e\x32\x16.passgate.v1.Direction\x12\x15\n\rscanned_at_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"\xfd\x01\n\x08\x44\x65\x63ision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\x12#\n\x06reason\x18\x03 \x01(\x0e\x32\x13.passgate.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07pass_id\x18\x05 \x01(\t\x12\x19\n\x11remaining_entries\x18\x06 \x01(\x05\x12,\n\x0bvenue_alert\x18\x07 \x01(\x0e\x32\x17.passgate.v1.AlertLevel\x12\x11\n\tpay_later\x18\x08 \x01(\x08\x12\x15\n\rdecided_at_ms\x18\t \x01(\x03\x12\x12\n\ncharge_fen\x18\n \x01(\x03\"F\n\x14ValidateBatchRequest\x12.\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.passgate.v1.ValidateRequest\"A\n\x15ValidateBatchResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.passgate.v1.Decision\"r\n\x0c\x41nnulRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12+\n\ncredential\x18\x04 \x01(\x0b\x32\x17.passgate.v1.Credential\"1\n\rAnnulResponse\x12\x10\n\x08\x61nnulled\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_ENTRY\x10\x01\x12\x12\n\x0e\x44IRECTION_EXIT\x10\x02\x32\xaa\x02\n\x04Gate\x12?\n\x08Validate\x12\x1c.passgate.v1.ValidateRequest\x1a\x15.passgate.v1.Decision\x12I\n\x0eValidateStream\x12\x1c.passgate.v1.ValidateRequest\x1a\x15.passgate.v1.Decision(\x01\x30\x01\x12V\n\rValidateBatch\x12!.passgate.v1.ValidateBatchRequest\x1a\".passgate.v1.ValidateBatchResponse\x12>\n\x05\x41nnul\x12\x19.passgate.v1.AnnulRequest\x1a\x1a.passgate.v1.AnnulResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/passgate/v1/gate.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\xc8\x01\n\x0fValidateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12+\n\ncredential\x18\x04 \x01(\x0b\x32\x17.passgate.v1.Credential\x12)\n\tdirection\x18\x05 \x01(\x0e\x32\x16.passgate.v1.Direction\x12\x15\n\rscanned_at_ms\x18\x06 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"\x9c\x02\n\x08\x44\x65\x63ision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\x12#\n\x06reason\x18\x03 \x01(\x0e\x32\x13.passgate.v1.Reason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07pass_id\x18\x05 \x01(\t\x12\x19\n\x11remaining_entries\x18\x06 \x01(\x05\x12,\n\x0bvenue_alert\x18\x07 \x01(\x0e\x32\x17.passgate.v1.AlertLevel\x12\x11\n\tpay_later\x18\x08 \x01(\x08\x12\x15\n\rdecided_at_ms\x18\t \x01(\x03\x12\x12\n\ncharge_fen\x18\n \x01(\x03\x12\x1d\n\x15shared_card_suspected\x18\x0b \x01(\x08\"F\n\x14ValidateBatchRequest\x12.\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.passgate.v1.ValidateRequest\"A\n\x15ValidateBatchResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.passgate.v1.Decision\"r\n\x0c\x41nnulRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12+\n\ncredential\x18\x04 \x01(\x0b\x32\x17.passgate.v1.Credential\"1\n\rAnnulResponse\x12\x10\n\x08\x61nnulled\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t*O\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_ENTRY\x10\x01\x12\x12\n\x0e\x44IRECTION_EXIT\x10\x02\x32\xaa\x02\n\x04Gate\x12?\n\x08Validate\x12\x1c.passgate.v1.ValidateRequest\x1a\x15.passgate.v1.Decision\x12I\n\x0eValidateStream\x12\x1c.passgate.v1.ValidateRequest\x1a\x15.passgate.v1.Decision(\x01\x30\x01\x12V\n\rValidateBatch\x12!.passgate.v1.ValidateBatchRequest\x1a\".passgate.v1.ValidateBatchResponse\x12>\n\x05\x41nnul\x12\x19.passgate.v1.AnnulRequest\x1a\x1a.passgate.v1.AnnulResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.passgate.v1.gate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=842
-  _globals['_DIRECTION']._serialized_end=921
+  _globals['_DIRECTION']._serialized_start=873
+  _globals['_DIRECTION']._serialized_end=952
   _globals['_VALIDATEREQUEST']._serialized_start=78
   _globals['_VALIDATEREQUEST']._serialized_end=278
   _globals['_DECISION']._serialized_start=281
-  _globals['_DECISION']._serialized_end=534
-  _globals['_VALIDATEBATCHREQUEST']._serialized_start=536
-  _globals['_VALIDATEBATCHREQUEST']._serialized_end=606
-  _globals['_VALIDATEBATCHRESPONSE']._serialized_start=608
-  _globals['_VALIDATEBATCHRESPONSE']._serialized_end=673
-  _globals['_ANNULREQUEST']._serialized_start=675
-  _globals['_ANNULREQUEST']._serialized_end=789
-  _globals['_ANNULRESPONSE']._serialized_start=791
-  _globals['_ANNULRESPONSE']._serialized_end=840
-  _globals['_GATE']._serialized_start=924
-  _globals['_GATE']._serialized_end=1222
+  _globals['_DECISION']._serialized_end=565
+  _globals['_VALIDATEBATCHREQUEST']._serialized_start=567
+  _globals['_VALIDATEBATCHREQUEST']._serialized_end=637
+  _globals['_VALIDATEBATCHRESPONSE']._serialized_start=639
+  _globals['_VALIDATEBATCHRESPONSE']._serialized_end=704
+  _globals['_ANNULREQUEST']._serialized_start=706
+  _globals['_ANNULREQUEST']._serialized_end=820
+  _globals['_ANNULRESPONSE']._serialized_start=822
+  _globals['_ANNULRESPONSE']._serialized_end=871
+  _globals['_GATE']._serialized_start=955
+  _globals['_GATE']._serialized_end=1253
 # @@protoc_insertion_point(module_scope)

@@ -94,6 +94,7 @@ class Decision(_message.Message):
     PAY_LATER_FIELD_NUMBER: _builtins.int
     DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
     CHARGE_FEN_FIELD_NUMBER: _builtins.int
+    SHARED_CARD_SUSPECTED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     allowed: _builtins.bool
     reason: _common_pb2.Reason.ValueType
@@ -108,6 +109,11 @@ class Decision(_message.Message):
     decided_at_ms: _builtins.int
     charge_fen: _builtins.int
     """The pay-later charge recorded, in fen (1/100 yuan)."""
+    shared_card_suspected: _builtins.bool
+    """The pass was admitted at another venue too recently to have travelled here (straight-line
+    distance at the province's travel speed): one card, two people? Set on an admitted entry
+    (the product flags) and on a REASON_SHARED_CARD_SUSPECTED refusal (the product refuses).
+    """
     def __init__(
         self,
         *,
@@ -121,10 +127,11 @@ class Decision(_message.Message):
         pay_later: _builtins.bool = ...,
         decided_at_ms: _builtins.int = ...,
         charge_fen: _builtins.int = ...,
+        shared_card_suspected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "charge_fen", b"charge_fen", "decided_at_ms", b"decided_at_ms", "message", b"message", "pass_id", b"pass_id", "pay_later", b"pay_later", "reason", b"reason", "remaining_entries", b"remaining_entries", "request_id", b"request_id", "venue_alert", b"venue_alert"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "charge_fen", b"charge_fen", "decided_at_ms", b"decided_at_ms", "message", b"message", "pass_id", b"pass_id", "pay_later", b"pay_later", "reason", b"reason", "remaining_entries", b"remaining_entries", "request_id", b"request_id", "shared_card_suspected", b"shared_card_suspected", "venue_alert", b"venue_alert"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

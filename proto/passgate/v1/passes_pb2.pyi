@@ -252,27 +252,72 @@ class HeldReservation(_message.Message):
 Global___HeldReservation: _TypeAlias = HeldReservation  # noqa: Y015
 
 @_typing.final
+class SharedCardFlag(_message.Message):
+    """An entry the pass could not have made in person: admitted at `venue_id` at `at_ms`, only
+    `at_ms - other_at_ms` after an entry at `other_venue_id`, `distance_m` away in a straight line.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_MS_FIELD_NUMBER: _builtins.int
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    OTHER_VENUE_ID_FIELD_NUMBER: _builtins.int
+    OTHER_AT_MS_FIELD_NUMBER: _builtins.int
+    DISTANCE_M_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    at_ms: _builtins.int
+    venue_id: _builtins.str
+    other_venue_id: _builtins.str
+    other_at_ms: _builtins.int
+    distance_m: _builtins.int
+    refused: _builtins.bool
+    """The product refuses such entries: this one was refused (else admitted and flagged)."""
+    def __init__(
+        self,
+        *,
+        at_ms: _builtins.int = ...,
+        venue_id: _builtins.str = ...,
+        other_venue_id: _builtins.str = ...,
+        other_at_ms: _builtins.int = ...,
+        distance_m: _builtins.int = ...,
+        refused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "distance_m", b"distance_m", "other_at_ms", b"other_at_ms", "other_venue_id", b"other_venue_id", "refused", b"refused", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedCardFlag: _TypeAlias = SharedCardFlag  # noqa: Y015
+
+@_typing.final
 class PassView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PASS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     RESERVATIONS_FIELD_NUMBER: _builtins.int
+    SHARED_CARD_FLAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenueUsage]: ...
     @_builtins.property
     def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldReservation]:
         """The pass's reservations, by date, venue and slot."""
 
+    @_builtins.property
+    def shared_card_flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedCardFlag]:
+        """Recent shared-card flags (kept 7 days), newest first. Full view only."""
+
     def __init__(
         self,
         *,
         usage: _abc.Iterable[Global___VenueUsage] | None = ...,
         reservations: _abc.Iterable[Global___HeldReservation] | None = ...,
+        shared_card_flags: _abc.Iterable[Global___SharedCardFlag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass", "reservations", b"reservations", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass", "reservations", b"reservations", "shared_card_flags", b"shared_card_flags", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
