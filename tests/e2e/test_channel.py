@@ -3,7 +3,8 @@ the shard decides arrives over the channel (none by a Ray decide_batch call).
 
 Reads the figures from /metrics: the ingress's frames sent per shard (counted as they go) and the
 shard's frames served and batches decided (from the ingress's once-a-second poll of its stats).
-Dry runs, so the shared server's counters are left as they were.
+Real entries at t-lake (no anti-passback, room for a million a day), as test_metrics.py makes:
+each batch pays its commit, as at a real gate.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from tests.e2e.test_gate import req
 
 pytestmark = pytest.mark.e2e
 N = 200
-SHARD = 0
-VENUES = [v for v in ("t-lake", "t-soft", "t-state", "t-alert") if shard_of(v, 2) == SHARD]
+VENUE = "t-lake"
+SHARD = shard_of(VENUE, 2)
 POLL_WAIT_S = 30.0
 
 
@@ -60,11 +61,8 @@ def _settled(server: Server) -> tuple[float, float, float]:
 
 
 def test_concurrent_requests_cost_far_fewer_channel_round_trips(server: Server) -> None:
-    assert len(VENUES) >= 2
     sent0, served0, batches0 = _settled(server)
-    requests = [
-        req(VENUES[k % len(VENUES)], card("ANNUAL", k % 400), dry_run=True) for k in range(N)
-    ]
+    requests = [req(VENUE, card("ANNUAL", k % 400)) for k in range(N)]
 
     async def burst() -> list[gate_pb2.Decision]:
         async with server.aio_channel() as ch:
@@ -73,8 +71,7 @@ def test_concurrent_requests_cost_far_fewer_channel_round_trips(server: Server) 
 
     answers = asyncio.run(burst())
     assert [d.request_id for d in answers] == [r.request_id for r in requests]
-    assert all(d.reason != 0 for d in answers), "an answer without a reason"
-    assert sum(d.allowed for d in answers) > 0
+    assert all(d.allowed for d in answers), {d.reason for d in answers}
 
     sent1, served1, batches1 = _settled(server)
     sent, served, batches = sent1 - sent0, served1 - served0, batches1 - batches0
