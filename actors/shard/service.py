@@ -55,7 +55,11 @@ class ShardService:
         if self._channel_at is None:
             host = ray.util.get_node_ip_address()
             self._channel_at = asyncio.ensure_future(self._channel.start(host))
-        host, port = await asyncio.shield(self._channel_at)
+        try:
+            host, port = await asyncio.shield(self._channel_at)
+        except OSError:
+            self._channel_at = None  # could not listen: the next call tries again
+            raise
         return ChannelAddress(host, port, self._secret)
 
     def annul(
