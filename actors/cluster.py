@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,15 @@ def start_actors(
     check_layout(data_dir, n_shards)
     clock = None if frozen_ms is None else FrozenClock(frozen_ms, str(data_dir))
     creds = None if credentials_dir is None else str(credentials_dir)
+    # The channel secret: only members of the Ray cluster learn it (through channel_address).
+    channel_secret = secrets.token_bytes(32)
     catalog = CatalogRemote.options(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
     _await_ready({"the catalog actor": catalog.ping.remote()})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock, creds
+            i, n_shards, province, str(data_dir), clock, creds, channel_secret
         )
         for i in range(n_shards)
     ]

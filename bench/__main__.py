@@ -2,6 +2,7 @@
 
 python -m bench                    # micro table, then passgate vs the bare echo server
 python -m bench --micro-only       # just the table (about a minute)
+python -m bench --channel-only     # just Ray actor call vs channel round trip, per batch
 python -m bench --transport-only   # just the comparison (about 6 minutes)
 python -m bench --transport-only --only unary   # one load run, no h2load or burst
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=50000, help="catalog size for the micro runs")
     p.add_argument("--transport-only", action="store_true", help="skip the micro table")
     p.add_argument(
+        "--channel-only", action="store_true", help="just Ray actor call vs channel round trip"
+    )
+    p.add_argument(
         "--only",
         default=None,
         choices=["unary", "stream", "batch"],
@@ -76,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
+    if args.channel_only or not (args.micro_only or args.transport_only):
+        from bench import channel
+
+        print(channel.run(), flush=True)
+        if args.channel_only:
+            return 0
     if not args.transport_only:
         rows = run_all(args.passes)
         print(table(rows), flush=True)

@@ -45,13 +45,37 @@ GRPC_ERRORS = Counter(
 )
 BATCH_SIZE = Histogram(
     "passgate_batch_size",
-    "Items per shard call sent by the ingress (one sample per Ray actor call).",
+    "Items per batch sent by the ingress to a shard (one sample per batch).",
     buckets=_BATCH_BUCKETS,
     registry=REGISTRY,
 )
 SHARD_CALLS = Counter(
     "passgate_shard_calls",
-    "Ray actor calls made by the ingress to decide batches, per shard.",
+    "Batches the ingress sent to a shard to decide (one channel call each), per shard.",
+    ["shard"],
+    registry=REGISTRY,
+)
+CHANNEL_FRAMES = Counter(
+    "passgate_channel_frames_sent",
+    "Batch frames this ingress wrote to a shard's channel, resends after a reconnect included.",
+    ["shard"],
+    registry=REGISTRY,
+)
+CHANNEL_RECONNECTS = Counter(
+    "passgate_channel_reconnects",
+    "Times this ingress's channel to a shard was opened again after it dropped.",
+    ["shard"],
+    registry=REGISTRY,
+)
+SHARD_CHANNEL_FRAMES = Gauge(
+    "passgate_shard_channel_frames_served",
+    "Batch frames the shard answered on its channel since it (re)started, as polled.",
+    ["shard"],
+    registry=REGISTRY,
+)
+SHARD_BATCHES = Gauge(
+    "passgate_shard_batches",
+    "Batches the shard decided since it (re)started, by any path, as polled.",
     ["shard"],
     registry=REGISTRY,
 )
@@ -114,6 +138,13 @@ VENUE: dict[str, Gauge] = {
 def observe_batch(shard: int, size: int) -> None:
     BATCH_SIZE.observe(size)
     SHARD_CALLS.labels(str(shard)).inc()
+
+
+def set_shard_figures(stats: dict[str, Any]) -> None:
+    """From one shard's polled stats()."""
+    label = str(stats["shard_id"])
+    SHARD_CHANNEL_FRAMES.labels(label).set(stats.get("channel_frames", 0))
+    SHARD_BATCHES.labels(label).set(stats["batches"])
 
 
 def set_venue_figures(rows: list[dict[str, Any]]) -> None:

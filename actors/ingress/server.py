@@ -1,8 +1,10 @@
 """The ingress: a grpc.aio server (on uvloop) with Gate, Passes, Quota, health and reflection.
 
-Routes each validation to its venue's shard through a per-shard micro-batcher and polls the shards
-once a second for the figures Prometheus shows. Its connection limits, keepalive and timeouts
-come from `connections.py`; watchers share one status feed per venue (`status_feed.py`).
+Routes each validation to its venue's shard through a per-shard micro-batcher, whose batches go
+over the channel to that shard (channel_client.py; the shard's Ray handle finds its address), and
+polls the shards once a second, by Ray calls, for the figures Prometheus shows. Its connection
+limits, keepalive and timeouts come from `connections.py`; watchers share one status feed per
+venue (`status_feed.py`).
 It serves TLS with the credentials directory's server certificate (plaintext only with
 --insecure), and every call but health passes the bearer-token check of actors/ingress/auth.py.
 """
@@ -24,9 +26,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from actors.catalog import CatalogReader, catalog_path
+from actors.channel_frames import ChannelAddress
 from actors.ingress import connections, metrics
 from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.ingress.batcher import ShardBatcher
+from actors.ingress.channel_client import ChannelClient
 from actors.ingress.error_map import ErrorMapInterceptor
 from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService
@@ -94,17 +98,18 @@ class Ingress:
     ) -> None:
         self.handles = handles
         self.settings = settings
+        self.channels = [_channel(i, shard) for i, shard in enumerate(handles.shards)]
         self.batchers = [
             ShardBatcher(
                 i,
-                _shard_call(shard),
+                channel.call,
                 max_batch=settings.max_batch,
                 max_delay_us=settings.max_delay_us,
                 max_inflight=settings.max_inflight_batches,
                 max_queue=settings.max_queue,
                 observe=functools.partial(_observe, i),
             )
-            for i, shard in enumerate(handles.shards)
+            for i, channel in enumerate(self.channels)
         ]
         self.catalog = CatalogReader(catalog_path(data_dir))
         self.health = HealthServicer()
@@ -160,6 +165,7 @@ class Ingress:
         )
         for st in stats:
             metrics.LMDB_COMMIT.labels(str(st["shard_id"])).set(st["last_commit_s"])
+            metrics.set_shard_figures(st)
             for seconds in st.get("commit_samples", ()):
                 metrics.LMDB_COMMIT_HIST.observe(seconds)
         for rows in status:
@@ -173,6 +179,8 @@ class Ingress:
         # Watch streams never end by themselves: end them now rather than wait out the grace.
         self.quota.feed.close()
         await self.server.stop(grace_s)
+        for channel in self.channels:
+            await channel.close()
         self.catalog.close()
 
 
@@ -205,8 +213,16 @@ def _observe(shard: int, size: int, _micros: int) -> None:
     metrics.observe_batch(shard, size)
 
 
-def _shard_call(shard: Any) -> Any:
-    async def call(payload: bytes) -> bytes:
-        return await shard.decide_batch.remote(payload)
+def _channel(shard_id: int, shard: Any) -> ChannelClient:
+    """The channel to one shard; its address comes from the shard's Ray handle."""
 
-    return call
+    async def resolve() -> ChannelAddress:
+        address: ChannelAddress = await shard.channel_address.remote()
+        return address
+
+    label = str(shard_id)
+    return ChannelClient(
+        resolve,
+        on_frame=metrics.CHANNEL_FRAMES.labels(label).inc,
+        on_reconnect=metrics.CHANNEL_RECONNECTS.labels(label).inc,
+    )

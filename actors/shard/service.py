@@ -1,11 +1,22 @@
 """ShardService: the shard as Ray serves it. It owns the bytes on the wire (`actors.codec`) and
-hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it."""
+hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it.
+
+An asyncio actor (decide_batch is async, so Ray runs every method on one event loop): the
+ingress's batches arrive over the channel (actors/shard/channel_server.py) served on that same
+loop; the rare admin calls stay Ray actor calls.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from typing import Any
 
+import ray
+
+from actors.channel_frames import ChannelAddress
 from actors.codec import decode_requests_each, encode_batch
+from actors.shard.channel_server import ChannelServer
 from actors.shard.venue_shard import VenueShard
 from core.models import Province
 from core.records import SharedFlag, Usage
@@ -25,14 +36,31 @@ class ShardService:
         data_dir: str,
         clock_ms: Any = None,
         credentials_dir: str | None = None,
+        channel_secret: bytes | None = None,
     ) -> None:
         self.shard = VenueShard(shard_id, n_shards, province, data_dir, clock_ms, credentials_dir)
+        self._secret = channel_secret or secrets.token_bytes(32)
+        self._channel = ChannelServer(self.decide_batch, self._secret)
+        self._channel_at: asyncio.Future[tuple[str, int]] | None = None
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def decide_batch(self, payload: bytes) -> bytes:
+    async def decide_batch(self, payload: bytes) -> bytes:
         """Decides every request of an encoded batch; answers after the batch's one commit."""
         return decide_encoded(self.shard, payload)
+
+    async def channel_address(self) -> ChannelAddress:
+        """Where this shard serves its channel; starts the listener on the first call, on the
+        node's address as Ray reports it (any port)."""
+        if self._channel_at is None:
+            host = ray.util.get_node_ip_address()
+            self._channel_at = asyncio.ensure_future(self._channel.start(host))
+        try:
+            host, port = await asyncio.shield(self._channel_at)
+        except OSError:
+            self._channel_at = None  # could not listen: the next call tries again
+            raise
+        return ChannelAddress(host, port, self._secret)
 
     def annul(
         self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
@@ -84,7 +112,7 @@ class ShardService:
         return self.shard.stored_admits()
 
     def stats(self) -> dict[str, Any]:
-        return self.shard.stats()
+        return {**self.shard.stats(), "channel_frames": self._channel.frames_served}
 
     def pid(self) -> int:
         return self.shard.pid()

@@ -47,13 +47,29 @@ def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-def _decisions_served(port: int) -> float:
+def _metric(port: int, prefix: str) -> float:
+    """The sum of every sample of one ingress's /metrics whose line starts with `prefix`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("passgate_decisions_total{")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+def _decisions_served(port: int) -> float:
+    return _metric(port, "passgate_decisions_total{")
+
+
+def _channel_figures(server: Server, shard: int) -> tuple[float, float, float, float]:
+    """(reconnects and frames sent over both ingresses; the restarted shard's frames served and
+    batches decided, as the first ingress last polled them)."""
+    label = f'{{shard="{shard}"}}'
+    ports = (server.metrics_port, server.metrics_port + 1)
+    return (
+        sum(_metric(p, f"passgate_channel_reconnects_total{label}") for p in ports),
+        sum(_metric(p, f"passgate_channel_frames_sent_total{label}") for p in ports),
+        _metric(server.metrics_port, f"passgate_shard_channel_frames_served{label}"),
+        _metric(server.metrics_port, f"passgate_shard_batches{label}"),
     )
 
 
@@ -195,3 +211,21 @@ def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_serv
     assert 0 < before_kill < after_restart < len(ledger.decided)
     assert stored == told
     assert status.entries_today == told
+    _assert_the_channel_carried_it(crash_server, shard)
+
+
+def _assert_the_channel_carried_it(server: Server, shard: int) -> None:
+    """The stream went over the channel, which reconnected to the restarted shard; every batch
+    that shard decided since its restart arrived as a channel frame, none by a Ray call."""
+    deadline = time.monotonic() + 30
+    figures = _channel_figures(server, shard)
+    while figures[3] == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)  # the first ingress polls the shards once a second
+        figures = _channel_figures(server, shard)
+    reconnects, sent, served, batches = figures
+    print(
+        f"channel: {reconnects:.0f} reconnects, {sent:.0f} frames sent; restarted shard: "
+        f"{served:.0f} frames served, {batches:.0f} batches"
+    )
+    assert reconnects >= 1
+    assert 0 < batches == served <= sent
