@@ -97,6 +97,13 @@ LMDB_COMMIT_HIST = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+GC_PAUSES = Histogram(
+    "passgate_gc_pause_seconds",
+    "Pauses of the Python garbage collector, by process (ingress, shard) and generation.",
+    ["process", "generation"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+    registry=REGISTRY,
+)
 STATUS_WATCHERS = Gauge(
     "passgate_status_watchers",
     "Open WatchVenueStatus streams served by this ingress process.",
@@ -152,3 +159,8 @@ def set_venue_figures(rows: list[dict[str, Any]]) -> None:
         labels = (row["venue_id"], row["city"])
         for name, gauge in VENUE.items():
             gauge.labels(*labels).set(float(row[name]))
+
+
+def observe_gc(process: str, pauses: list[tuple[int, float]]) -> None:
+    for generation, seconds in pauses:
+        GC_PAUSES.labels(process, str(generation)).observe(seconds)

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from actors import gc_pauses
 from actors.catalog import CatalogReader, catalog_path
 from actors.channel_frames import ChannelAddress
 from actors.ingress import connections, metrics
@@ -133,6 +134,7 @@ class Ingress:
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.server)
         self.port = _listen(self.server, settings)
         self._poller: asyncio.Task[None] | None = None
+        self._gc: gc_pauses.GcPauses | None = None
 
     async def _annul(
         self, shard: int, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
@@ -147,6 +149,8 @@ class Ingress:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.poll_metrics:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
+        # Everything loaded so far lives as long as the process: out of the collector's way.
+        self._gc = gc_pauses.settle()
 
     async def _poll(self) -> None:
         while True:
@@ -157,6 +161,7 @@ class Ingress:
             await asyncio.sleep(POLL_INTERVAL_S)
 
     async def _poll_once(self) -> None:
+        metrics.observe_gc("ingress", self._gc.take() if self._gc is not None else [])
         for b in self.batchers:
             metrics.QUEUE_DEPTH.labels(str(b.shard_id)).set(b.depth)
         stats, status = await asyncio.gather(
@@ -168,6 +173,7 @@ class Ingress:
             metrics.set_shard_figures(st)
             for seconds in st.get("commit_samples", ()):
                 metrics.LMDB_COMMIT_HIST.observe(seconds)
+            metrics.observe_gc("shard", st.get("gc_pauses", []))
         for rows in status:
             metrics.set_venue_figures(rows)
 

@@ -1,0 +1,39 @@
+"""actors/gc_pauses.py: the collector settled after start-up, and its pauses recorded."""
+
+from __future__ import annotations
+
+import gc
+
+from actors.gc_pauses import GEN0_THRESHOLD, GcPauses, settle
+
+
+def test_settle_freezes_the_start_up_heap_and_records_pauses() -> None:
+    before = gc.get_threshold()
+    try:
+        pauses = settle()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        assert settle() is pauses, "settling twice must not install a second hook"
+        pauses.take()
+        gc.collect(0)
+        gc.collect(2)
+        recorded = pauses.take()
+        generations = [g for g, _ in recorded]
+        assert 0 in generations and 2 in generations
+        assert all(seconds >= 0 for _, seconds in recorded)
+        assert pauses.take() == []
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        gc.callbacks[:] = [cb for cb in gc.callbacks if not isinstance(cb, GcPauses)]
+        import actors.gc_pauses
+
+        actors.gc_pauses._PAUSES = None
+
+
+def test_pauses_are_counted_per_generation() -> None:
+    pauses = GcPauses()
+    pauses("start", {"generation": 1})
+    pauses("stop", {"generation": 1})
+    assert pauses.count == [0, 1, 0]
+    assert pauses.max_s == pauses.total_s[1]
