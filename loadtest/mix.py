@@ -37,6 +37,9 @@ MAX_FAR_PAIRS = 256
 MAX_PENDING_SHARED = 64
 
 
+ROAMING_HOLDERS = 16
+
+
 @dataclass(frozen=True)
 class MixShares:
     """Share of each scan kind; "entry" (a valid pass at a venue its product covers) is the rest."""
@@ -52,6 +55,10 @@ class MixShares:
     dry_run: float = 0.005
     # One credential at two far-apart venues (half the share each: the first and the far scan).
     shared: float = 0.01
+    # Of the pay-later scans, the share made by a few roaming holders (the first
+    # ROAMING_HOLDERS passes of each pay-later product) at any pay-later venue, so that one
+    # holder's charges at several venues and shards meet the holder-wide debt limit.
+    roaming: float = 0.5
     # At a venue that needs a reservation, the share of entries made by reservation holders.
     holders: float = 0.75
 
@@ -392,7 +399,10 @@ class Mix:
         venue = self._pay_later_venues.pick(self.rng)
         plan = self.plan.venues[venue]
         passes = self.plan.passes_by_product[self.rng.choice(plan.pay_later_products)]
-        return self._scan_pass(venue, int(passes[self.rng.randrange(passes.shape[0])]))
+        n = passes.shape[0]
+        if self.rng.random() < self.plan.shares.roaming:
+            n = min(n, ROAMING_HOLDERS)
+        return self._scan_pass(venue, int(passes[self.rng.randrange(n)]))
 
     def _shared(self) -> gate_pb2.ValidateRequest | None:
         """A pass at one venue now; the same pass at a far venue on the next shared draw."""

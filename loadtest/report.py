@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.mix import ROAMING_HOLDERS
 from loadtest.runner import TrafficResult
 from loadtest.stats import percentiles_ms
 
@@ -305,6 +306,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(
         f"\nallowed {t['allowed']:,}, denied {t['denied']:,}, pay-later {t['pay_later']:,}"
     )
+    lines.append(_pay_later_line(t))
     lines.append(_shared_line(t))
     if t["errors_by_code"]:
         lines += ["", "## Errors", "", "| code | count |", "|---|---:|"]
@@ -330,6 +332,15 @@ def _echo_row(report: dict[str, Any]) -> list[str]:
     if not e or "latency_ms" not in e:
         return []
     return [_latency_row("echo, same generator", e["latency_ms"], e["throughput_per_s"], e)]
+
+
+def _pay_later_line(t: dict[str, Any]) -> str:
+    refused = t["decisions_by_reason"].get("REASON_CREDIT_DENIED", 0)
+    return (
+        f"\nPay-later: {t['pay_later']:,} admitted on credit, {refused:,} refused by the credit "
+        f"rules (debt limit, tier); {t['scan_kinds'].get('pay_later', 0):,} pay-later scans sent, "
+        f"many by {ROAMING_HOLDERS} roaming holders per product at any pay-later venue."
+    )
 
 
 def _shared_line(t: dict[str, Any]) -> str:
