@@ -16,6 +16,7 @@ from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.frozen_clock import FrozenClock
+from actors.ledger.ledger import LedgerService
 from actors.routing import NAMESPACE, Handles
 from actors.shard.service import ShardService
 from actors.shard.store import ShardStore
@@ -37,7 +38,11 @@ class CatalogActor(CatalogWriter):
         return self.set_status(pass_id, PassStatus.REVOKED)
 
 
+# A hold is idempotent by its charge key, so a call retried on a restarted ledger is safe.
+LEDGER_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1, "num_cpus": 0}
+
 ShardActor: Any = ray.remote(ShardService)
+LedgerActor: Any = ray.remote(LedgerService)
 CatalogRemote: Any = ray.remote(CatalogActor)
 
 
@@ -67,8 +72,10 @@ def start_actors(
     n_shards: int,
     frozen_ms: int | None = None,
     credentials_dir: Path | None = None,
+    n_ledgers: int = 1,
 ) -> Handles:
-    """Creates the catalog writer first (it creates the LMDB file the shards read), then shards.
+    """Creates the catalog writer first (it creates the LMDB file the shards read), then the
+    credit-ledger actors (the shards recover against them as they start), then shards.
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
     `actors.shard.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
@@ -78,14 +85,21 @@ def start_actors(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
     _await_ready({"the catalog actor": catalog.ping.remote()})
+    ledgers = [
+        LedgerActor.options(name=f"ledger-{k}", namespace=NAMESPACE, **LEDGER_OPTIONS).remote(
+            k, n_ledgers, str(data_dir)
+        )
+        for k in range(n_ledgers)
+    ]
+    _await_ready({f"ledger actor {k}": led.ping.remote() for k, led in enumerate(ledgers)})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock, creds
+            i, n_shards, province, str(data_dir), clock, creds, ledgers
         )
         for i in range(n_shards)
     ]
     _await_ready({f"shard actor {i}": s.ping.remote() for i, s in enumerate(shards)})
-    return Handles(shards, catalog, n_shards)
+    return Handles(shards, catalog, n_shards, ledgers)
 
 
 def _await_ready(pings: dict[str, Any], timeout_s: float = START_TIMEOUT_S) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from core.capacity import would_exceed
 from core.clock import LocalTime, fmt_day, fmt_minute, local_time, weekday_name
+from core.credit import HoldAnswer, refusal_message
 from core.labels import LABELS
 from core.models import (
     UNLIMITED,
@@ -69,8 +70,11 @@ def decide(
     province: Province,
     capacity: CapacityView = _NO_CAPACITY,
     local: LocalTime | None = None,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
-    """Decide one scan. `usage` is read, never mutated; `local` may be precomputed per batch."""
+    """Decide one scan. `usage` is read, never mutated; `local` may be precomputed per batch.
+    `ledger` is the holder-wide credit ledger's verdict for a pay-later entry (`core.credit`);
+    without one only the debt seen at this venue counts."""
     if venue is None:
         return _refuse(request, pass_, Reason.UNKNOWN_VENUE, now_ms, AlertLevel.UNSPECIFIED)
     if request.gate_id not in venue.gates:
@@ -79,7 +83,7 @@ def decide(
         local = local_time(venue.tz, now_ms)
     if request.direction == _EXIT:
         return _exit(pass_, usage, venue, request, now_ms, province, capacity.alert, local)
-    return _entry(pass_, usage, venue, request, now_ms, province, capacity, local)
+    return _entry(pass_, usage, venue, request, now_ms, province, capacity, local, ledger)
 
 
 # -- entry ----------------------------------------------------------------------------------------
@@ -94,6 +98,7 @@ def _entry(
     province: Province,
     capacity: CapacityView,
     local: LocalTime,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
     alert = capacity.alert
     if pass_ is None:
@@ -111,7 +116,9 @@ def _entry(
     if problem is not None:
         remaining = _remaining(rule.entries_per_period, usage.entries)
         return _refuse(request, pass_, problem[0], now_ms, alert, problem[1], remaining)
-    return _admit_on_terms(pass_, usage, venue, request, now_ms, product.credit, rule, alert, local)
+    return _admit_on_terms(
+        pass_, usage, venue, request, now_ms, product.credit, rule, alert, local, ledger
+    )
 
 
 def _pass_problem(pass_: PassRecord, day: int) -> _Problem | None:
@@ -176,6 +183,7 @@ def _admit_on_terms(
     rule: VenueRule,
     alert: AlertLevel,
     local: LocalTime,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
     """Last gate: pay-later credit. Admits free, on credit, or plainly; or refuses credit."""
     price = rule.pay_later_price_fen
@@ -183,12 +191,14 @@ def _admit_on_terms(
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, False)
     if _first_visit_free(pass_, usage, venue, credit):
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, True)
-    owed = pass_.outstanding_debt_fen + usage.charges_fen
-    if pass_.credit_tier in credit.pay_later_tiers and owed + price <= credit.debt_limit_fen:
+    if ledger is None:  # no holder-wide ledger: the debt this venue knows of
+        owed = pass_.outstanding_debt_fen + usage.charges_fen
+        ledger = HoldAnswer(owed + price <= credit.debt_limit_fen, owed, credit.debt_limit_fen)
+    if pass_.credit_tier in credit.pay_later_tiers and ledger.granted:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, price, False)
     message = LABELS[Reason.CREDIT_DENIED]
     if pass_.credit_tier in credit.pay_later_tiers:
-        message = f"debt over limit: owe {_yuan(owed)} of {_yuan(credit.debt_limit_fen)} yuan"
+        message = refusal_message(ledger)
     remaining = _remaining(rule.entries_per_period, usage.entries)
     return _refuse(request, pass_, Reason.CREDIT_DENIED, now_ms, alert, message, remaining)
 

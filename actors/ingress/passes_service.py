@@ -6,7 +6,8 @@ in the stream) and reason; a bad record never takes its neighbours with it.
 Who may call what is decided before a call gets here (`auth.py`, including the venue of a
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
 product, status, validity and the usage at its own venues; never credentials, groups, credit tier
-or debt. Full holder data is for the card centre and admin.
+or debt. Full holder data is for the card centre and admin, including the holder-wide credit
+view: the debt across every venue and the charges behind it, from the pass's ledger shard.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from actors.errors import BadRequest, NotFound
 from actors.ingress.auth import Principal, caller
 from actors.ingress.convert import credential, parse_iso_date, pass_from_proto, pass_proto, text
 from actors.ingress.error_map import Undecodable
-from actors.routing import Handles, shard_of
+from actors.routing import Handles, ledger_of, shard_of
+from core.credit import Charge, decode_charges
 from core.limits import FREE_TEXT, echo
 from core.models import Province
 from core.records import PassRecord, Usage
@@ -64,7 +66,27 @@ def _limited(view: passes_pb2.PassView, principal: Principal) -> passes_pb2.Pass
         status=full.status,
     )
     usage = [u for u in view.usage if u.venue_id in principal.venues]
-    return passes_pb2.PassView(**{"pass": shown}, usage=usage)
+    fields: dict[str, Any] = {"pass": shown}
+    return passes_pb2.PassView(**fields, usage=usage)
+
+
+def _credit_view(rec: PassRecord, limit: int, charges: list[Charge]) -> passes_pb2.CreditView:
+    counted = sum(c.amount_fen for c in charges if c.counts())
+    return passes_pb2.CreditView(
+        debt_fen=rec.outstanding_debt_fen + counted,
+        limit_fen=limit,
+        imported_debt_fen=rec.outstanding_debt_fen,
+        charges=[
+            passes_pb2.Charge(
+                venue_id=c.venue_id,
+                amount_fen=c.amount_fen,
+                at_ms=c.at_ms,
+                state=c.state,  # type: ignore[arg-type]
+                request_id=c.request_id,
+            )
+            for c in charges
+        ],
+    )
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
@@ -131,6 +153,7 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
+        credit_view = asyncio.ensure_future(self._credit(rec))
         parts: list[list[tuple[str, Usage]]] = await asyncio.gather(
             *(s.usage_of.remote(rec.pass_id) for s in self._h.shards)
         )
@@ -147,7 +170,17 @@ class PassesService(passes_pb2_grpc.PassesServicer):
             for venue_id, u in part
         ]
         usage.sort(key=lambda u: u.venue_id)
-        return passes_pb2.PassView(**{"pass": pass_proto(rec)}, usage=usage)
+        credit = await credit_view
+        return passes_pb2.PassView(**{"pass": pass_proto(rec)}, usage=usage, credit=credit)
+
+    async def _credit(self, rec: PassRecord) -> passes_pb2.CreditView | None:
+        product = self._province.products.get(rec.product_id)
+        ledgers = self._h.ledgers
+        if product is None or product.credit is None or not ledgers:
+            return None
+        ledger = ledgers[ledger_of(rec.pass_id, len(ledgers))]
+        charges = decode_charges(await ledger.charges_of.remote(rec.pass_id))
+        return _credit_view(rec, product.credit.debt_limit_fen, charges)
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.codec import decode_requests_each, encode_batch
+from actors.ledger.client import RayLedgerClient
 from actors.shard.venue_shard import VenueShard
 from core.models import Province
 from core.records import Usage
@@ -25,8 +26,13 @@ class ShardService:
         data_dir: str,
         clock_ms: Any = None,
         credentials_dir: str | None = None,
+        ledgers: list[Any] | None = None,
     ) -> None:
-        self.shard = VenueShard(shard_id, n_shards, province, data_dir, clock_ms, credentials_dir)
+        # The credit-ledger actors (actors.ledger); the shard asks them over Ray.
+        client = RayLedgerClient(ledgers) if ledgers else None
+        self.shard = VenueShard(
+            shard_id, n_shards, province, data_dir, clock_ms, credentials_dir, client
+        )
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from proto.passgate.v1 import common_pb2 as proto_dot_passgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/passes.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\x8d\x02\n\nPassRecord\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12,\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32\x17.passgate.v1.Credential\x12\x12\n\nvalid_from\x18\x04 \x01(\t\x12\x13\n\x0bvalid_until\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.passgate.v1.PassStatus\x12,\n\x0b\x63redit_tier\x18\x07 \x01(\x0e\x32\x17.passgate.v1.CreditTier\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x1c\n\x14outstanding_debt_fen\x18\t \x01(\x03\"C\n\rUpsertSummary\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"G\n\x07PassRef\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12+\n\ncredential\x18\x02 \x01(\x0b\x32\x17.passgate.v1.Credential\"\x82\x01\n\nVenueUsage\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x12\x15\n\rentries_today\x18\x03 \x01(\x05\x12\x15\n\rlast_entry_ms\x18\x04 \x01(\x03\x12\x0e\n\x06inside\x18\x05 \x01(\x08\x12\x13\n\x0b\x63harges_fen\x18\x06 \x01(\x03\"Y\n\x08PassView\x12%\n\x04pass\x18\x01 \x01(\x0b\x32\x17.passgate.v1.PassRecord\x12&\n\x05usage\x18\x02 \x03(\x0b\x32\x17.passgate.v1.VenueUsage\"0\n\rRevokeRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x0eReserveRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\"\x8a\x01\n\x0bReservation\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\x12\x11\n\tconfirmed\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0eslot_remaining\x18\x07 \x01(\x05\"\\\n\x18\x43\x61ncelReservationRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t*s\n\nPassStatus\x12\x1b\n\x17PASS_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12PASS_STATUS_ACTIVE\x10\x01\x12\x17\n\x13PASS_STATUS_REVOKED\x10\x02\x12\x17\n\x13PASS_STATUS_BLOCKED\x10\x03*m\n\nCreditTier\x12\x1b\n\x17\x43REDIT_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43REDIT_TIER_GOOD\x10\x01\x12\x16\n\x12\x43REDIT_TIER_NORMAL\x10\x02\x12\x14\n\x10\x43REDIT_TIER_POOR\x10\x03\x32\xe0\x02\n\x06Passes\x12\x45\n\x0cUpsertPasses\x12\x17.passgate.v1.PassRecord\x1a\x1a.passgate.v1.UpsertSummary(\x01\x12\x36\n\x07GetPass\x12\x14.passgate.v1.PassRef\x1a\x15.passgate.v1.PassView\x12?\n\nRevokePass\x12\x1a.passgate.v1.RevokeRequest\x1a\x15.passgate.v1.PassView\x12@\n\x07Reserve\x12\x1b.passgate.v1.ReserveRequest\x1a\x18.passgate.v1.Reservation\x12T\n\x11\x43\x61ncelReservation\x12%.passgate.v1.CancelReservationRequest\x1a\x18.passgate.v1.Reservationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/passes.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\x8d\x02\n\nPassRecord\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12,\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32\x17.passgate.v1.Credential\x12\x12\n\nvalid_from\x18\x04 \x01(\t\x12\x13\n\x0bvalid_until\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.passgate.v1.PassStatus\x12,\n\x0b\x63redit_tier\x18\x07 \x01(\x0e\x32\x17.passgate.v1.CreditTier\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x1c\n\x14outstanding_debt_fen\x18\t \x01(\x03\"C\n\rUpsertSummary\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"G\n\x07PassRef\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12+\n\ncredential\x18\x02 \x01(\x0b\x32\x17.passgate.v1.Credential\"\x82\x01\n\nVenueUsage\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x12\x15\n\rentries_today\x18\x03 \x01(\x05\x12\x15\n\rlast_entry_ms\x18\x04 \x01(\x03\x12\x0e\n\x06inside\x18\x05 \x01(\x08\x12\x13\n\x0b\x63harges_fen\x18\x06 \x01(\x03\"z\n\x06\x43harge\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.passgate.v1.ChargeState\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"r\n\nCreditView\x12\x10\n\x08\x64\x65\x62t_fen\x18\x01 \x01(\x03\x12\x11\n\tlimit_fen\x18\x02 \x01(\x03\x12\x19\n\x11imported_debt_fen\x18\x03 \x01(\x03\x12$\n\x07\x63harges\x18\x04 \x03(\x0b\x32\x13.passgate.v1.Charge\"\x82\x01\n\x08PassView\x12%\n\x04pass\x18\x01 \x01(\x0b\x32\x17.passgate.v1.PassRecord\x12&\n\x05usage\x18\x02 \x03(\x0b\x32\x17.passgate.v1.VenueUsage\x12\'\n\x06\x63redit\x18\x03 \x01(\x0b\x32\x17.passgate.v1.CreditView\"0\n\rRevokeRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x0eReserveRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\"\x8a\x01\n\x0bReservation\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\x12\x11\n\tconfirmed\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0eslot_remaining\x18\x07 \x01(\x05\"\\\n\x18\x43\x61ncelReservationRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t*s\n\nPassStatus\x12\x1b\n\x17PASS_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12PASS_STATUS_ACTIVE\x10\x01\x12\x17\n\x13PASS_STATUS_REVOKED\x10\x02\x12\x17\n\x13PASS_STATUS_BLOCKED\x10\x03*m\n\nCreditTier\x12\x1b\n\x17\x43REDIT_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43REDIT_TIER_GOOD\x10\x01\x12\x16\n\x12\x43REDIT_TIER_NORMAL\x10\x02\x12\x14\n\x10\x43REDIT_TIER_POOR\x10\x03*w\n\x0b\x43hargeState\x12\x1c\n\x18\x43HARGE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HARGE_STATE_HELD\x10\x01\x12\x18\n\x14\x43HARGE_STATE_SETTLED\x10\x02\x12\x19\n\x15\x43HARGE_STATE_RELEASED\x10\x03\x32\xe0\x02\n\x06Passes\x12\x45\n\x0cUpsertPasses\x12\x17.passgate.v1.PassRecord\x1a\x1a.passgate.v1.UpsertSummary(\x01\x12\x36\n\x07GetPass\x12\x14.passgate.v1.PassRef\x1a\x15.passgate.v1.PassView\x12?\n\nRevokePass\x12\x1a.passgate.v1.RevokeRequest\x1a\x15.passgate.v1.PassView\x12@\n\x07Reserve\x12\x1b.passgate.v1.ReserveRequest\x1a\x18.passgate.v1.Reservation\x12T\n\x11\x43\x61ncelReservation\x12%.passgate.v1.CancelReservationRequest\x1a\x18.passgate.v1.Reservationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.passgate.v1.passes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PASSSTATUS']._serialized_start=1086
-  _globals['_PASSSTATUS']._serialized_end=1201
-  _globals['_CREDITTIER']._serialized_start=1203
-  _globals['_CREDITTIER']._serialized_end=1312
+  _globals['_PASSSTATUS']._serialized_start=1368
+  _globals['_PASSSTATUS']._serialized_end=1483
+  _globals['_CREDITTIER']._serialized_start=1485
+  _globals['_CREDITTIER']._serialized_end=1594
+  _globals['_CHARGESTATE']._serialized_start=1596
+  _globals['_CHARGESTATE']._serialized_end=1715
   _globals['_PASSRECORD']._serialized_start=80
   _globals['_PASSRECORD']._serialized_end=349
   _globals['_UPSERTSUMMARY']._serialized_start=351
@@ -44,16 +46,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PASSREF']._serialized_end=491
   _globals['_VENUEUSAGE']._serialized_start=494
   _globals['_VENUEUSAGE']._serialized_end=624
-  _globals['_PASSVIEW']._serialized_start=626
-  _globals['_PASSVIEW']._serialized_end=715
-  _globals['_REVOKEREQUEST']._serialized_start=717
-  _globals['_REVOKEREQUEST']._serialized_end=765
-  _globals['_RESERVEREQUEST']._serialized_start=767
-  _globals['_RESERVEREQUEST']._serialized_end=849
-  _globals['_RESERVATION']._serialized_start=852
-  _globals['_RESERVATION']._serialized_end=990
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=992
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1084
-  _globals['_PASSES']._serialized_start=1315
-  _globals['_PASSES']._serialized_end=1667
+  _globals['_CHARGE']._serialized_start=626
+  _globals['_CHARGE']._serialized_end=748
+  _globals['_CREDITVIEW']._serialized_start=750
+  _globals['_CREDITVIEW']._serialized_end=864
+  _globals['_PASSVIEW']._serialized_start=867
+  _globals['_PASSVIEW']._serialized_end=997
+  _globals['_REVOKEREQUEST']._serialized_start=999
+  _globals['_REVOKEREQUEST']._serialized_end=1047
+  _globals['_RESERVEREQUEST']._serialized_start=1049
+  _globals['_RESERVEREQUEST']._serialized_end=1131
+  _globals['_RESERVATION']._serialized_start=1134
+  _globals['_RESERVATION']._serialized_end=1272
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1274
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1366
+  _globals['_PASSES']._serialized_start=1718
+  _globals['_PASSES']._serialized_end=2070
 # @@protoc_insertion_point(module_scope)
