@@ -66,6 +66,13 @@ LMDB_COMMIT_HIST = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+CREDIT_HOLDS = Gauge(
+    "passgate_credit_holds",
+    "Pay-later holds asked of the credit ledger by each shard since it started, by result "
+    "(granted, refused, unavailable: not answered in time, refused for a retry).",
+    ["shard", "result"],
+    registry=REGISTRY,
+)
 STATUS_WATCHERS = Gauge(
     "passgate_status_watchers",
     "Open WatchVenueStatus streams served by this ingress process.",
@@ -108,3 +115,10 @@ def set_venue_figures(rows: list[dict[str, Any]]) -> None:
         labels = (row["venue_id"], row["city"])
         for name, gauge in VENUE.items():
             gauge.labels(*labels).set(float(row[name]))
+
+
+def set_credit_figures(stats: dict[str, Any]) -> None:
+    """From a shard's stats (actors.shard.credit)."""
+    shard = str(stats["shard_id"])
+    for result in ("granted", "refused", "unavailable"):
+        CREDIT_HOLDS.labels(shard, result).set(float(stats.get(f"credit_holds_{result}", 0)))

@@ -160,6 +160,7 @@ class Ingress:
         )
         for st in stats:
             metrics.LMDB_COMMIT.labels(str(st["shard_id"])).set(st["last_commit_s"])
+            metrics.set_credit_figures(st)
             for seconds in st.get("commit_samples", ()):
                 metrics.LMDB_COMMIT_HIST.observe(seconds)
         for rows in status:

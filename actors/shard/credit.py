@@ -34,10 +34,11 @@ from core.credit import (
     HoldAsk,
     Owner,
     fits,
+    refusal_message,
 )
 from core.enums import CreditTier, Direction, Reason
 from core.keys import charge_key, request_key, usage_key
-from core.models import Outcome, Request
+from core.models import Outcome, Province, Request
 from core.rules import decide
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _ATTEMPT = struct.Struct(">IQ")
 _EXIT = Direction.EXIT
 _DENIED = Reason.CREDIT_DENIED
+_UNAVAILABLE = refusal_message(UNCHECKED)
 
 
 class BatchCredit:
@@ -60,8 +62,18 @@ class BatchCredit:
 
 
 class ShardCredit:
-    def __init__(self, shard_id: int, store: ShardStore, client: LedgerClient | None) -> None:
+    def __init__(
+        self, shard_id: int, store: ShardStore, client: LedgerClient | None, province: Province
+    ) -> None:
         self.store = store
+        # Only entries at these venues can be pay-later: the others cost the batch nothing here.
+        self.venues = frozenset(
+            venue_id
+            for product in province.products.values()
+            if product.credit is not None
+            for venue_id, rule in product.venues.items()
+            if rule.pay_later_price_fen > 0
+        )
         # Without a ledger (unit tests of other parts of the shard), an in-memory one.
         self.client: LedgerClient = client or LocalLedgerClient([Ledger()])
         incarnation = int(store.get_meta("incarnation") or 0) + 1
@@ -95,8 +107,14 @@ class ShardCredit:
         asks: list[tuple[int, HoldAsk]] = []
         seen: set[bytes] = set()
         attempt = _ATTEMPT.pack(self.owner.incarnation, self._seq + 1)
+        venues = self.venues
         for i, req in enumerate(items):
-            if problems[i] is None and isinstance(req, Request) and req.direction != _EXIT:
+            if (
+                problems[i] is None
+                and isinstance(req, Request)
+                and req.venue_id in venues
+                and req.direction != _EXIT
+            ):
                 ask = self._probe(shard, req, txn, codes.get(i), batch, seen, attempt, found, i)
                 if ask is not None:
                     asks.append((i, ask))
@@ -180,26 +198,25 @@ class ShardCredit:
                 self.refused += 1
                 found.held.pop(i, None)
 
-    def verdict(self, found: BatchCredit | None, i: int) -> HoldAnswer | None:
-        return None if found is None else found.verdicts.get(i)
+    def verdict(self, found: BatchCredit | None, i: int) -> HoldAnswer:
+        """Item i's verdict; an item that reaches pay-later without one is refused for a retry
+        (never admitted on the debt one venue knows of)."""
+        return UNCHECKED if found is None else found.verdicts.get(i, UNCHECKED)
 
     def keep(
         self, found: BatchCredit | None, i: int, rkey: bytes, outcome: Outcome, writes: BatchWrites
     ) -> bool:
         """Settles or releases item i's hold; False when its decision must not be recorded
         (a credit check that could not be made: the gate retries)."""
-        if found is None:
-            return True
-        key = found.held.pop(i, None)
         decision = outcome.decision
-        if key is not None:
+        key = None if found is None else found.held.pop(i, None)
+        if found is not None and key is not None:
             if decision.pay_later:
                 found.outcomes[key] = SETTLE
                 writes.credit_links[rkey] = CreditLink(key, decision.charge_fen)
             else:
                 found.outcomes[key] = RELEASE
-        verdict = found.verdicts.get(i)
-        return not (verdict is not None and verdict.unavailable and decision.reason == _DENIED)
+        return not (decision.reason == _DENIED and decision.message == _UNAVAILABLE)
 
     def stage(self, found: BatchCredit | None, writes: BatchWrites) -> None:
         """Puts the batch's outcomes, earlier orphans and delivered records into its commit."""

@@ -157,7 +157,7 @@ class VenueShard(QuotaOps):
         self.last_commit_s = 0.0
         self._commit_samples: list[float] = []
         self._restore()
-        self.credit = ShardCredit(shard_id, self.store, ledger)
+        self.credit = ShardCredit(shard_id, self.store, ledger, province)
         warm()
         (shard_dir(data, shard_id) / "pid").write_text(str(os.getpid()))
 

@@ -34,7 +34,7 @@ from core.records import Decision, PassRecord, Request
 TZ = ZoneInfo("Asia/Shanghai")
 NOW_MS = int(datetime(2026, 10, 1, 2, 0, tzinfo=UTC).timestamp() * 1000)
 ALL_DAY = tuple(((0, 1440),) for _ in range(7))
-PRICES = {"lake": 90_00, "hill": 300_00, "zoo": 230_00}
+PRICES = {"lake": 90_00, "hill": 300_00, "zoo": 230_00, "tiny": 10_00}
 
 
 def _venue(venue_id: str) -> Venue:
@@ -45,7 +45,7 @@ def _venue(venue_id: str) -> Venue:
         tz_name="Asia/Shanghai",
         tz=TZ,
         opening=ALL_DAY,
-        instant_capacity=1000,
+        instant_capacity=1 if venue_id == "tiny" else 1000,
         daily_capacity=10000,
         anti_passback=AntiPassback(),
         gates=frozenset({f"{venue_id}-g1"}),
@@ -90,9 +90,11 @@ def _shard(data_dir: Path, client: Any) -> VenueShard:
     return VenueShard(0, 1, _province(), str(data_dir), lambda: NOW_MS, None, client)
 
 
-def _req(rid: str, venue: str, pass_id: str = "G1", dry: bool = False) -> Request:
-    card = f"C-{pass_id}"
-    return Request(rid, venue, f"{venue}-g1", CredentialKind.CARD, card, 1, 0, dry)  # type: ignore[arg-type]
+def _req(
+    rid: str, venue: str, pass_id: str = "G1", dry: bool = False, exit_: bool = False
+) -> Request:
+    card, direction = f"C-{pass_id}", 2 if exit_ else 1
+    return Request(rid, venue, f"{venue}-g1", CredentialKind.CARD, card, direction, 0, dry)  # type: ignore[arg-type]
 
 
 def _owed(ledger: Ledger, pass_id: str = "G1") -> int:
@@ -322,4 +324,20 @@ def test_charges_of_one_pass_only(data_dir: Path, ledger: Ledger) -> None:
     _decide(shard, _req("a", "hill", "G1"), _req("b", "zoo", "G2"))
     assert [c.request_id for c in ledger.charges_of("G2")] == ["b"]
     assert all(isinstance(c, Charge) for c in ledger.charges_of("G1"))
+    shard.close()
+
+
+def test_an_entry_the_dry_pass_did_not_foresee_is_refused_for_a_retry(
+    data_dir: Path, ledger: Ledger
+) -> None:
+    shard = _shard(data_dir, LocalLedgerClient([ledger]))
+    [first] = _decide(shard, _req("in", "tiny", "G2"))
+    assert first.allowed  # "tiny" is now full
+    # The exit first makes room, but the dry pass saw the venue full and asked nothing for G1.
+    out, entry = _decide(shard, _req("out", "tiny", "G2", exit_=True), _req("r1", "tiny"))
+    assert out.allowed and not entry.allowed
+    assert entry.message == "credit check unavailable: please retry"
+    assert _owed(ledger, "G2") == 10_00 and _owed(ledger, "G1") == 0
+    [retry] = _decide(shard, _req("r1", "tiny"))
+    assert retry.allowed and retry.pay_later and _owed(ledger, "G1") == 10_00
     shard.close()
