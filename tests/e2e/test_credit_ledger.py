@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -94,6 +94,7 @@ def _holders() -> Iterator[passes_pb2.PassRecord]:
     yield from (_holder(f"WIDE-{i}") for i in range(3))
     yield from (_holder(f"CONC-{i}") for i in range(CONCURRENT_HOLDERS))
     yield from (_holder(f"KILL-{i}") for i in range(KILL_HOLDERS))
+    yield from (_holder(f"SHARDKILL-{i}") for i in range(KILL_HOLDERS))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def wide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp / "data", *args, *extra, config=_province(tmp)) as srv:
         with srv.channel() as ch:
             summary = passes_pb2_grpc.PassesStub(ch).UpsertPasses(_holders(), timeout=60)
-        assert summary.upserted == 3 + CONCURRENT_HOLDERS + KILL_HOLDERS, list(summary.errors)
+        assert summary.upserted == 3 + CONCURRENT_HOLDERS + 2 * KILL_HOLDERS, list(summary.errors)
         yield srv
 
 
@@ -294,26 +295,38 @@ def test_concurrent_entries_through_two_ingresses_never_exceed_the_limit(
     assert refused and all(d.reason == R.REASON_CREDIT_DENIED for d in refused)
 
 
-def _ledger_pid(server: Server) -> int:
-    return int((server.data_dir / "ledger" / "ledger-0" / "pid").read_text())
+def _ledger_pid_file(server: Server) -> Path:
+    return server.data_dir / "ledger" / "ledger-0" / "pid"
 
 
-def _wait_for_new_ledger(server: Server, old: int, timeout: float = 90) -> int:
+def _shard_pid_file(server: Server) -> Path:
+    return server.data_dir / "shards" / f"shard-{shard_of('t-lake', N_SHARDS)}" / "pid"
+
+
+def _wait_for_new_pid(pid_file: Path, old: int, timeout: float = 90) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            pid = _ledger_pid(server)
+            pid = int(pid_file.read_text())
         except (OSError, ValueError):
             pid = old
         if pid != old:
             return pid
         time.sleep(0.1)
-    raise AssertionError("the ledger was not restarted")
+    raise AssertionError(f"no new process wrote {pid_file.name}")
 
 
-def test_sigkill_of_the_ledger_loses_and_double_counts_nothing(wide_server: Server) -> None:
-    holders = [f"KILL-{i}" for i in range(KILL_HOLDERS)]
-    pairs = _workload("kill", holders, 8, seed=3)
+@pytest.mark.parametrize(
+    ("victim", "prefix"),
+    [(_ledger_pid_file, "KILL"), (_shard_pid_file, "SHARDKILL")],
+    ids=["the ledger", "a shard"],
+)
+def test_sigkill_loses_and_double_counts_nothing(
+    wide_server: Server, victim: Callable[[Server], Path], prefix: str
+) -> None:
+    """SIGKILL of the ledger's process, or of a shard's, in the middle of pay-later traffic."""
+    holders = [f"{prefix}-{i}" for i in range(KILL_HOLDERS)]
+    pairs = _workload(prefix.lower(), holders, 8, seed=3)
     reqs = _requests(pairs, seed=4)
     told = Told()
     clients = 8
@@ -329,9 +342,10 @@ def test_sigkill_of_the_ledger_loses_and_double_counts_nothing(wide_server: Serv
         while len(told.decided) < len(reqs) // 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         before_kill = len(told.decided)
-        victim = _ledger_pid(wide_server)
-        os.kill(victim, signal.SIGKILL)
-        _wait_for_new_ledger(wide_server, victim)
+        pid_file = victim(wide_server)
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        _wait_for_new_pid(pid_file, pid)
     finally:
         for t in threads:
             t.join(timeout=RETRY_SECONDS)
