@@ -16,7 +16,7 @@ from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.frozen_clock import FrozenClock
-from actors.ledger.ledger import LedgerService
+from actors.ledger.ledger import LedgerService, check_ledger_count
 from actors.routing import NAMESPACE, Handles
 from actors.shard.service import ShardService
 from actors.shard.store import ShardStore
@@ -79,6 +79,7 @@ def start_actors(
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
     `actors.shard.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
+    check_ledger_count(data_dir, n_ledgers)
     clock = None if frozen_ms is None else FrozenClock(frozen_ms, str(data_dir))
     creds = None if credentials_dir is None else str(credentials_dir)
     catalog = CatalogRemote.options(

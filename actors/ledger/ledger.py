@@ -76,6 +76,28 @@ class Ledger:
             self.store.close()
 
 
+def ledger_layout_problem(seen: int, asked: int) -> str:
+    """A pass's ledger shard hangs on the ledger count, so a data directory keeps its first."""
+    return (
+        f"data directory holds {seen} ledger shards; start with --ledgers {seen} "
+        f"(asked for {asked})"
+    )
+
+
+def check_ledger_count(data_dir: Path, n_ledgers: int) -> None:
+    """Refuses another ledger count before any actor starts (ledger 0 recorded the count)."""
+    path = ledger_dir(data_dir, 0)
+    if not path.exists():
+        return
+    store = LedgerStore(path)
+    try:
+        seen = store.get_meta("n_ledgers")
+    finally:
+        store.close()
+    if seen is not None and seen != n_ledgers:
+        raise DataDirMismatch(ledger_layout_problem(int(str(seen)), n_ledgers))
+
+
 class LedgerService:
     """The ledger as Ray serves it: opens its store under the data directory, checks the
     ledger count it began with, notes its pid (crash tests), and takes encoded records."""
@@ -88,10 +110,7 @@ class LedgerService:
             store.put_meta("n_ledgers", n_ledgers)
         elif seen != n_ledgers:
             store.close()
-            raise DataDirMismatch(
-                f"data directory holds {seen} ledger shards; start with --ledgers {seen} "
-                f"(asked for {n_ledgers})"
-            )
+            raise DataDirMismatch(ledger_layout_problem(int(str(seen)), n_ledgers))
         self.ledger = Ledger(store)
         (path / "pid").write_text(str(os.getpid()))
 

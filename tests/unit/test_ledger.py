@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors.catalog import CatalogWriter, catalog_path
+from actors.errors import DataDirMismatch
 from actors.ledger.client import LocalLedgerClient
-from actors.ledger.ledger import Ledger, LedgerService
+from actors.ledger.ledger import Ledger, LedgerService, check_ledger_count
 from actors.ledger.store import LedgerStore, ledger_dir
 from actors.shard.venue_shard import VenueShard
 from core.credit import Charge, ChargeState, HoldAnswer, HoldAsk, HoldCall, Owner
@@ -142,10 +143,13 @@ def test_a_failed_write_leaves_memory_as_stored(data_dir: Path, monkeypatch: Any
     led.close()
 
 
-def test_the_service_refuses_another_ledger_count(data_dir: Path) -> None:
+def test_another_ledger_count_is_refused(data_dir: Path) -> None:
+    check_ledger_count(data_dir, 2)  # nothing recorded yet
     LedgerService(0, 1, str(data_dir)).ledger.close()
     assert (ledger_dir(data_dir, 0) / "pid").exists()
-    with pytest.raises(Exception, match="ledger shards"):
+    with pytest.raises(DataDirMismatch, match="start with --ledgers 1"):
+        check_ledger_count(data_dir, 2)
+    with pytest.raises(DataDirMismatch, match="ledger shards"):
         LedgerService(0, 2, str(data_dir))
 
 
