@@ -153,6 +153,26 @@ def test_the_limit_holds_across_three_shards(wide_server: Server) -> None:
         ("t-quota", 90_00, SETTLED, "three-t-quota"),
     ]
     assert all(c.at_ms > 0 for c in credit.charges)
+    holds = _holds_shown(wide_server, lambda h: h["granted"] >= 2 and h["refused"] >= 1)
+    assert holds["granted"] >= 2 and holds["refused"] >= 1, holds
+
+
+def _holds_shown(server: Server, enough: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    """passgate_credit_holds summed over the shards, once `enough` (the first ingress polls the
+    shards once a second)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            lines = resp.read().decode().splitlines()
+        holds = {"granted": 0.0, "refused": 0.0, "unavailable": 0.0}
+        for line in lines:
+            if line.startswith("passgate_credit_holds{"):
+                result = line.split('result="', 1)[1].split('"', 1)[0]
+                holds[result] += float(line.rsplit(" ", 1)[1])
+        if enough(holds) or time.monotonic() > deadline:
+            return holds
+        time.sleep(0.5)
 
 
 def test_annul_releases_the_charge(wide_server: Server) -> None:
