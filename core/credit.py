@@ -110,6 +110,26 @@ class Outcomes(msgspec.Struct, array_like=True, frozen=True, gc=False):
     release: list[bytes] = []
 
 
+class OutboxRecord(msgspec.Struct, array_like=True, tag="outbox/1", gc=False):
+    """A shard's note, committed with its entries, of what the ledger must still hear about one
+    charge: settle (the entry stands) or release. Deleted once the ledger has taken it."""
+
+    action: int
+
+
+class Fence(msgspec.Struct, array_like=True, tag="fence/1", gc=False):
+    """The newest incarnation of a shard the ledger has seen recover; older ones are stale."""
+
+    incarnation: int
+
+
+class CreditLink(msgspec.Struct, array_like=True, tag="credit-link/1", gc=False):
+    """The ledger charge behind a committed pay-later entry (by request key), for annul."""
+
+    charge_key: bytes
+    amount_fen: int
+
+
 # The dry pass of a shard batch decides with this verdict to learn which items would admit on
 # credit; `UNCHECKED` is the verdict of an item the dry pass did not foresee (retry it).
 PROBE = HoldAnswer(True, 0, 0)
@@ -244,17 +264,3 @@ class CreditBook:
 
 def _with_state(charge: Charge, state: ChargeState) -> Charge:
     return msgspec.structs.replace(charge, state=state)
-
-
-class OutboxRecord(msgspec.Struct, array_like=True, tag="outbox/1", gc=False):
-    """A shard's note, committed with its entries, of what the ledger must still hear about one
-    charge: settle (the entry stands) or release. Deleted once the ledger has taken it."""
-
-    action: int
-
-
-class CreditLink(msgspec.Struct, array_like=True, tag="credit-link/1", gc=False):
-    """The ledger charge behind a committed pay-later entry (by request key), for annul."""
-
-    charge_key: bytes
-    amount_fen: int

@@ -12,11 +12,12 @@ import lmdb
 import msgspec
 
 from actors.errors import storage_error
-from core.credit import Charge
+from core.credit import Charge, Fence
 from core.records import decoder, encode
 
 LEDGER_MAP_SIZE = 4 << 30  # sparse
 _CHARGE = decoder(Charge)
+_FENCE_REC = decoder(Fence)
 _FENCE = struct.Struct(">I")
 
 
@@ -43,7 +44,7 @@ class LedgerStore:
                 for key, charge in charges.items():
                     txn.put(key, encode(charge), db=self._charge)
                 for shard_id, incarnation in fences.items():
-                    txn.put(_FENCE.pack(shard_id), encode(incarnation), db=self._fence)
+                    txn.put(_FENCE.pack(shard_id), encode(Fence(incarnation)), db=self._fence)
         except lmdb.Error as exc:
             raise storage_error("ledger commit failed", exc) from exc
 
@@ -55,7 +56,7 @@ class LedgerStore:
     def iter_fences(self) -> Iterator[tuple[int, int]]:
         with self._env.begin(db=self._fence) as txn:
             for key, raw in txn.cursor():
-                yield _FENCE.unpack(key)[0], msgspec.msgpack.decode(raw, type=int)
+                yield _FENCE.unpack(key)[0], _FENCE_REC.decode(raw).incarnation
 
     def get_meta(self, key: str) -> object:
         with self._env.begin(db=self._meta) as txn:

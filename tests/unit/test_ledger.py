@@ -17,7 +17,7 @@ from actors.ledger.client import LocalLedgerClient
 from actors.ledger.ledger import Ledger, LedgerService, check_ledger_count
 from actors.ledger.store import LedgerStore, ledger_dir
 from actors.shard.venue_shard import VenueShard
-from core.credit import Charge, ChargeState, HoldAnswer, HoldAsk, HoldCall, Owner
+from core.credit import Charge, ChargeState, HoldAnswer, HoldAsk, HoldCall, Outcomes, Owner
 from core.keys import charge_key, request_key
 from core.models import (
     AntiPassback,
@@ -345,3 +345,16 @@ def test_an_entry_the_dry_pass_did_not_foresee_is_refused_for_a_retry(
     [retry] = _decide(shard, _req("r1", "tiny"))
     assert retry.allowed and retry.pay_later and _owed(ledger, "G1") == 10_00
     shard.close()
+
+
+def test_the_fence_survives_a_ledger_restart(data_dir: Path) -> None:
+    led = Ledger(LedgerStore(ledger_dir(data_dir, 0)))
+    assert led.hold(HoldCall(Owner(0, 1), [_ask("r1", 100_00)]))[0].granted
+    assert led.recover(Owner(0, 2), Outcomes()) == 1  # r1 was never committed
+    led.close()
+    again = Ledger(LedgerStore(ledger_dir(data_dir, 0)))
+    late = again.hold(HoldCall(Owner(0, 1), [_ask("r2", 100_00)]))
+    fresh = again.hold(HoldCall(Owner(0, 2), [_ask("r3", 100_00)]))
+    assert (late[0].granted, fresh[0].granted) == (False, True)
+    assert _states(again) == [("r1", ChargeState.RELEASED), ("r3", ChargeState.HELD)]
+    again.close()
