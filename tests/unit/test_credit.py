@@ -20,7 +20,10 @@ from core.credit import (
     refusal_message,
 )
 from core.keys import charge_key, charge_pass_id, request_key
+from core.models import CreditTier, Decision, Reason, Usage, VenueRule
+from core.rules import decide
 from proto.passgate.v1 import passes_pb2
+from tests.unit import test_rules as tr
 
 LIMIT = 500_00
 SHARD_0 = Owner(0, 1)
@@ -170,3 +173,38 @@ def test_charge_states_mirror_the_proto() -> None:
         name.removeprefix("CHARGE_STATE_"): value for name, value in passes_pb2.ChargeState.items()
     }
     assert names == proto
+
+
+# -- decide() with the ledger's verdict ------------------------------------------------------------
+
+
+def _decide_with(verdict: HoldAnswer | None, usage: Usage | None = None) -> Decision:
+    venue = tr._venue()
+    province = tr._province(venue, VenueRule(pay_later_price_fen=5_000), tr.CREDIT)
+    good = tr._pass(credit_tier=CreditTier.GOOD)
+    outcome = decide(good, usage or Usage(), venue, tr._request(), tr.NOW, province, ledger=verdict)
+    return outcome.decision
+
+
+@pytest.mark.parametrize(
+    ("verdict", "allowed", "message"),
+    [
+        (HoldAnswer(True, 4_000, 10_000), True, "welcome: pay later 50.00 yuan"),
+        (HoldAnswer(False, 6_000, 10_000), False, "debt over limit: owe 60.00 of 100.00 yuan"),
+        (UNCHECKED, False, "credit check unavailable: please retry"),
+        (PROBE, True, "welcome: pay later 50.00 yuan"),
+    ],
+    ids=["granted", "refused", "unchecked", "probe"],
+)
+def test_decide_follows_the_ledger(verdict: HoldAnswer, allowed: bool, message: str) -> None:
+    d = _decide_with(verdict)
+    assert (d.allowed, d.pay_later, d.message) == (allowed, allowed, message)
+    assert d.reason == (Reason.OK if allowed else Reason.CREDIT_DENIED)
+
+
+def test_the_venues_own_charges_do_not_overrule_the_ledger() -> None:
+    # This venue alone has seen 90 yuan of the 100-yuan limit; the ledger knows the holder owes
+    # nothing elsewhere either, and says yes: the ledger decides.
+    assert _decide_with(HoldAnswer(True, 0, 10_000), Usage(charges_fen=9_000)).allowed
+    # Without a ledger only this venue's view counts (callers that have none).
+    assert not _decide_with(None, Usage(charges_fen=9_000)).allowed
