@@ -15,9 +15,9 @@ from core.credit import SETTLE, HoldAnswer, HoldAsk, HoldCall, Outcomes, Owner
 from core.keys import charge_pass_id
 from core.records import decoder, encode
 
-# A hold waits at most this long (a ledger restarting after a crash takes a few seconds); then
-# its items are refused for a retry and their holds released.
-HOLD_TIMEOUT_S = 10.0
+# A hold waits at most this long, then its items are refused for a retry and their holds
+# released; the shard stalls no longer than this while a crashed ledger restarts.
+HOLD_TIMEOUT_S = 2.0
 RECOVER_TIMEOUT_S = 120.0
 _ANSWERS = decoder(list[HoldAnswer])
 

@@ -18,6 +18,7 @@ replays the outbox and fences off the earlier incarnation (see `core.credit`).
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from actors.ledger.client import LedgerClient, LocalLedgerClient
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from actors.shard.venue_shard import VenueShard
 
 _ATTEMPT = struct.Struct(">IQ")
+# After a hold call that was not answered in time, pay-later entries are refused for a retry
+# without asking for this long.
+LEDGER_BACKOFF_S = 1.0
 _EXIT = Direction.EXIT
 _DENIED = Reason.CREDIT_DENIED
 _UNAVAILABLE = refusal_message(UNCHECKED)
@@ -85,6 +89,8 @@ class ShardCredit:
         self._done: list[bytes] = []
         self._orphans: dict[bytes, int] = {}
         self.asked = self.granted = self.refused = self.unavailable = 0
+        self._down_until = 0.0
+        self.backoff_s = LEDGER_BACKOFF_S
         self.orphans_released = self.client.recover(self.owner, dict(self.outbox))
         # The ledger has taken the whole outbox: drop it in the first commit.
         self._done = list(self.outbox)
@@ -180,9 +186,17 @@ class ShardCredit:
         )  # fmt: skip
 
     def _ask(self, asks: list[tuple[int, HoldAsk]], found: BatchCredit) -> None:
+        now = time.monotonic()
+        if now < self._down_until:
+            # The ledger just failed to answer: refuse pay-later for a retry at once, so that the
+            # shard's other entries are not held up behind it while it restarts.
+            self.unavailable += len(asks)
+            found.held.clear()
+            return
         self.asked += 1
         answers = self.client.hold(self.owner, [ask for _, ask in asks])
         if answers is None:
+            self._down_until = time.monotonic() + self.backoff_s
             self.unavailable += len(asks)
             # The ledger may still grant them late: release them all (the outbox keeps trying).
             for i, _ask in asks:

@@ -240,6 +240,7 @@ def test_an_unreachable_ledger_refuses_for_a_retry_and_releases(
 ) -> None:
     client = Unreachable([ledger])
     shard = _shard(data_dir, client)
+    shard.credit.backoff_s = 0.0  # ask again at once
     [d] = _decide(shard, _req("r1", "hill"))
     assert (d.allowed, d.reason, d.message) == (
         False,
@@ -358,3 +359,19 @@ def test_the_fence_survives_a_ledger_restart(data_dir: Path) -> None:
     assert (late[0].granted, fresh[0].granted) == (False, True)
     assert _states(again) == [("r1", ChargeState.RELEASED), ("r3", ChargeState.HELD)]
     again.close()
+
+
+def test_after_an_unanswered_hold_the_shard_does_not_wait_again_at_once(
+    data_dir: Path, ledger: Ledger
+) -> None:
+    client = Unreachable([ledger])
+    shard = _shard(data_dir, client)
+    _decide(shard, _req("r1", "hill"))
+    client.down = False  # back, but the shard does not know yet
+    [d] = _decide(shard, _req("r2", "zoo"))
+    assert d.message == "credit check unavailable: please retry"
+    assert shard.credit.asked == 1 and shard.credit.unavailable == 2
+    shard.credit._down_until = 0.0  # the back-off is over
+    [ok] = _decide(shard, _req("r2", "zoo"))
+    assert ok.allowed and shard.credit.asked == 2
+    shard.close()
