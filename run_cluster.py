@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve plaintext gRPC instead of TLS (bearer tokens are still required)",
     )
     p.add_argument("--shards", type=int, default=2, help="number of VenueShard actors")
+    p.add_argument(
+        "--ledgers", type=int, default=1, help="credit-ledger actors (passes split by crc32)"
+    )
     p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="/metrics listen address")
@@ -87,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ISO instant the shards use as 'now' (demos and tests only)",
     )
     args = p.parse_args(argv)
-    if args.shards < 1:
-        p.error("--shards must be at least 1")
+    if args.shards < 1 or args.ledgers < 1:
+        p.error("--shards and --ledgers must be at least 1")
     if args.ingress_procs < 1 or (args.ingress_procs > 1 and args.port == 0):
         p.error("--ingress-procs must be >= 1, and more than one needs a fixed --port")
     if args.batch_size < 1 or args.batch_delay_us < 0:
@@ -162,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         handles = start_actors(
-            province, args.data_dir, args.shards, _frozen_ms(args.frozen_clock), args.credentials
+            province,
+            args.data_dir,
+            args.shards,
+            _frozen_ms(args.frozen_clock),
+            args.credentials,
+            args.ledgers,
         )
         _record_stores(args.data_dir, args.shards, "start")
         today = server_today(_frozen_ms(args.frozen_clock), province.default_tz)

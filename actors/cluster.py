@@ -17,6 +17,7 @@ from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.frozen_clock import FrozenClock
+from actors.ledger.ledger import LedgerService, check_ledger_count
 from actors.routing import NAMESPACE, Handles
 from actors.shard.service import ShardService
 from actors.shard.store import ShardStore
@@ -38,7 +39,11 @@ class CatalogActor(CatalogWriter):
         return self.set_status(pass_id, PassStatus.REVOKED)
 
 
+# A hold is idempotent by its charge key, so a call retried on a restarted ledger is safe.
+LEDGER_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1, "num_cpus": 0}
+
 ShardActor: Any = ray.remote(ShardService)
+LedgerActor: Any = ray.remote(LedgerService)
 CatalogRemote: Any = ray.remote(CatalogActor)
 
 
@@ -68,11 +73,14 @@ def start_actors(
     n_shards: int,
     frozen_ms: int | None = None,
     credentials_dir: Path | None = None,
+    n_ledgers: int = 1,
 ) -> Handles:
-    """Creates the catalog writer first (it creates the LMDB file the shards read), then shards.
+    """Creates the catalog writer first (it creates the LMDB file the shards read), then the
+    credit-ledger actors (the shards recover against them as they start), then shards.
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
     `actors.shard.code_claims.issuer_dir` rule)."""
     check_layout(data_dir, n_shards)
+    check_ledger_count(data_dir, n_ledgers)
     clock = None if frozen_ms is None else FrozenClock(frozen_ms, str(data_dir))
     creds = None if credentials_dir is None else str(credentials_dir)
     # The channel secret: only members of the Ray cluster learn it (through channel_address).
@@ -81,14 +89,21 @@ def start_actors(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
     _await_ready({"the catalog actor": catalog.ping.remote()})
+    ledgers = [
+        LedgerActor.options(name=f"ledger-{k}", namespace=NAMESPACE, **LEDGER_OPTIONS).remote(
+            k, n_ledgers, str(data_dir)
+        )
+        for k in range(n_ledgers)
+    ]
+    _await_ready({f"ledger actor {k}": led.ping.remote() for k, led in enumerate(ledgers)})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock, creds, channel_secret
+            i, n_shards, province, str(data_dir), clock, creds, channel_secret, ledgers
         )
         for i in range(n_shards)
     ]
     _await_ready({f"shard actor {i}": s.ping.remote() for i, s in enumerate(shards)})
-    return Handles(shards, catalog, n_shards)
+    return Handles(shards, catalog, n_shards, ledgers)
 
 
 def _await_ready(pings: dict[str, Any], timeout_s: float = START_TIMEOUT_S) -> None:

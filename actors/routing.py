@@ -1,12 +1,12 @@
-"""What both processes agree on to find a venue's shard: the owning shard of a venue, the named
-Ray actors, and the handles an ingress holds. Imports no storage, numba or shard code, so the
-ingress can use it without loading the shard's machinery."""
+"""What both processes agree on to find a venue's shard: the owning shard of a venue, the ledger
+shard of a pass, the named Ray actors, and the handles an ingress holds. Imports no storage,
+numba or shard code, so the ingress can use it without loading the shard's machinery."""
 
 from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -21,11 +21,28 @@ def shard_of(venue_id: str, n_shards: int) -> int:
     return zlib.crc32(venue_id.encode()) % n_shards
 
 
+def ledger_of(pass_id: str, n_ledgers: int) -> int:
+    """The one credit-ledger shard that keeps a pass's holder-wide debt."""
+    return zlib.crc32(pass_id.encode()) % n_ledgers
+
+
 @dataclass
 class Handles:
     shards: list[Any]
     catalog: Any
     n_shards: int
+    # The credit-ledger actors `ledger-{k}` (actors.ledger), k = ledger_of(pass_id, len(ledgers)).
+    ledgers: list[Any] = field(default_factory=list)
+
+
+def _find_ledgers() -> list[Any]:
+    """The ledger actors run_cluster started, ledger-0 upwards (started before the shards)."""
+    found: list[Any] = []
+    while True:
+        try:
+            found.append(ray.get_actor(f"ledger-{len(found)}", namespace=NAMESPACE))
+        except ValueError:
+            return found
 
 
 def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
@@ -35,7 +52,7 @@ def connect(n_shards: int, timeout_s: float = 60.0) -> Handles:
         try:
             catalog = ray.get_actor("catalog", namespace=NAMESPACE)
             shards = [ray.get_actor(f"shard-{i}", namespace=NAMESPACE) for i in range(n_shards)]
-            return Handles(shards, catalog, n_shards)
+            return Handles(shards, catalog, n_shards, _find_ledgers())
         except ValueError:
             if time.monotonic() > deadline:
                 raise StartupFailed(

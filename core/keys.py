@@ -61,3 +61,19 @@ def credential_key(kind: int, value: str) -> bytes:
 def fingerprint(kind: int, value: str) -> bytes:
     """Identifies a credential in a request record without keeping its value."""
     return hashlib.blake2b(bytes((kind,)) + value.encode(), digest_size=12).digest()
+
+
+def charge_key(pass_id: str, rkey: bytes, attempt: bytes) -> bytes:
+    """A credit-ledger charge: the pass first (its charges are one prefix), then the entry's
+    request key (hashed: ids of 128 bytes each would pass LMDB's key limit) and the attempt
+    that asked (`core.credit`)."""
+    return _part(pass_id) + hashlib.blake2b(rkey, digest_size=16).digest() + attempt
+
+
+def charge_pass_id(key: bytes) -> str:
+    (pass_id,), _ = _parts(bytes(key), 1)
+    return pass_id
+
+
+def charge_prefix(pass_id: str) -> bytes:
+    return _part(pass_id)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from core.capacity import would_exceed
 from core.clock import LocalTime, fmt_day, fmt_minute, local_time, weekday_name
+from core.credit import HoldAnswer, refusal_message
 from core.labels import LABELS
 from core.models import (
     UNLIMITED,
@@ -94,8 +95,11 @@ def decide(
     province: Province,
     capacity: CapacityView = _NO_CAPACITY,
     local: LocalTime | None = None,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
-    """Decide one scan. `usage` is read, never mutated; `local` may be precomputed per batch."""
+    """Decide one scan. `usage` is read, never mutated; `local` may be precomputed per batch.
+    `ledger` is the holder-wide credit ledger's verdict for a pay-later entry (`core.credit`);
+    without one only the debt seen at this venue counts."""
     if venue is None:
         return _refuse(request, pass_, Reason.UNKNOWN_VENUE, now_ms, AlertLevel.UNSPECIFIED)
     if request.gate_id not in venue.gates:
@@ -104,7 +108,7 @@ def decide(
         local = local_time(venue.tz, now_ms)
     if request.direction == _EXIT:
         return _exit(pass_, usage, venue, request, now_ms, province, capacity.alert, local)
-    return _entry(pass_, usage, venue, request, now_ms, province, capacity, local)
+    return _entry(pass_, usage, venue, request, now_ms, province, capacity, local, ledger)
 
 
 # -- entry ----------------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ def _entry(
     province: Province,
     capacity: CapacityView,
     local: LocalTime,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
     alert = capacity.alert
     if pass_ is None:
@@ -137,8 +142,11 @@ def _entry(
     if problem is None:
         assert product is not None and rule is not None
         credit = product.credit
-        return _admit_on_terms(pass_, usage, venue, request, now_ms, credit, rule, alert, local)
+        return _admit_on_terms(
+            pass_, usage, venue, request, now_ms, credit, rule, alert, local, ledger
+        )
     scan = _Scan(pass_, usage, venue, rule, product, capacity, local, now_ms, province.peak_days)
+    scan.ledger = ledger
     reason, message = _closest(problem, scan)
     remaining = UNLIMITED
     if rule is not None and reason not in _PASS_REFUSALS:
@@ -209,6 +217,7 @@ def _admit_on_terms(
     rule: VenueRule,
     alert: AlertLevel,
     local: LocalTime,
+    ledger: HoldAnswer | None = None,
 ) -> Outcome:
     """Last check: pay-later credit. Admits free, on credit, or plainly; or refuses credit.
 
@@ -217,26 +226,34 @@ def _admit_on_terms(
     price = rule.pay_later_price_fen
     if credit is None or price <= 0:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, False)
-    charge = _pay_later_charge(pass_, usage, venue, credit, price)
+    charge = _pay_later_charge(pass_, usage, venue, credit, price, ledger)
     if charge == _FREE_VISIT:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, 0, True)
     if charge >= 0:
         return _admit(pass_, usage, venue, request, now_ms, rule, alert, local, charge, False)
-    message = _credit_message(pass_, usage, credit)
+    message = _credit_message(pass_, usage, credit, ledger)
     remaining = _remaining(rule.entries_per_period, usage.entries)
     return _refuse(request, pass_, Reason.CREDIT_DENIED, now_ms, alert, message, remaining)
 
 
 def _pay_later_charge(
-    pass_: PassRecord, usage: Usage, venue: Venue, credit: CreditPolicy, price: int
+    pass_: PassRecord,
+    usage: Usage,
+    venue: Venue,
+    credit: CreditPolicy,
+    price: int,
+    ledger: HoldAnswer | None = None,
 ) -> int:
-    """What a pay-later entry costs: `_FREE_VISIT`, the price, or `_NO_CREDIT` when refused."""
+    """What a pay-later entry costs: `_FREE_VISIT`, the price, or `_NO_CREDIT` when refused.
+    With the holder-wide ledger's verdict it decides; without one, the debt seen at this venue."""
     if _first_visit_free(pass_, usage, venue, credit):
         return _FREE_VISIT
+    if pass_.credit_tier not in credit.pay_later_tiers:
+        return _NO_CREDIT
+    if ledger is not None:
+        return price if ledger.granted else _NO_CREDIT
     owed = pass_.outstanding_debt_fen + usage.charges_fen
-    if pass_.credit_tier in credit.pay_later_tiers and owed + price <= credit.debt_limit_fen:
-        return price
-    return _NO_CREDIT
+    return price if owed + price <= credit.debt_limit_fen else _NO_CREDIT
 
 
 # -- the closest failure --------------------------------------------------------------------------
@@ -247,6 +264,7 @@ class _Scan:
 
     __slots__ = (
         "capacity",
+        "ledger",
         "local",
         "now_ms",
         "pass_",
@@ -278,6 +296,7 @@ class _Scan:
         self.local = local
         self.now_ms = now_ms
         self.peak_days = peak_days
+        self.ledger: HoldAnswer | None = None
 
 
 def _closest(first: _Problem, scan: _Scan) -> _Problem:
@@ -368,9 +387,9 @@ def _check_credit(s: _Scan) -> _Problem | None:
     price = s.rule.pay_later_price_fen if s.rule is not None else 0
     if credit is None or price <= 0:
         return None
-    if _pay_later_charge(s.pass_, s.usage, s.venue, credit, price) != _NO_CREDIT:
+    if _pay_later_charge(s.pass_, s.usage, s.venue, credit, price, s.ledger) != _NO_CREDIT:
         return None
-    return Reason.CREDIT_DENIED, _credit_message(s.pass_, s.usage, credit)
+    return Reason.CREDIT_DENIED, _credit_message(s.pass_, s.usage, credit, s.ledger)
 
 
 # One check per entry reason, in core.ranking.CHECK_ORDER (a unit test holds them to it).
@@ -640,9 +659,13 @@ def _expired(pass_: PassRecord) -> _Problem:
     return Reason.EXPIRED, "expired " + fmt_day(pass_.valid_until)
 
 
-def _credit_message(pass_: PassRecord, usage: Usage, credit: CreditPolicy) -> str:
+def _credit_message(
+    pass_: PassRecord, usage: Usage, credit: CreditPolicy, ledger: HoldAnswer | None = None
+) -> str:
     if pass_.credit_tier not in credit.pay_later_tiers:
         return LABELS[Reason.CREDIT_DENIED]
+    if ledger is not None:
+        return refusal_message(ledger)
     owed = pass_.outstanding_debt_fen + usage.charges_fen
     return f"debt over limit: owe {_yuan(owed)} of {_yuan(credit.debt_limit_fen)} yuan"
 

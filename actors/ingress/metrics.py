@@ -104,6 +104,13 @@ GC_PAUSES = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
     registry=REGISTRY,
 )
+CREDIT_HOLDS = Gauge(
+    "passgate_credit_holds",
+    "Pay-later holds asked of the credit ledger by each shard since it started, by result "
+    "(granted, refused, unavailable: not answered in time, refused for a retry).",
+    ["shard", "result"],
+    registry=REGISTRY,
+)
 STATUS_WATCHERS = Gauge(
     "passgate_status_watchers",
     "Open WatchVenueStatus streams served by this ingress process.",
@@ -164,3 +171,10 @@ def set_venue_figures(rows: list[dict[str, Any]]) -> None:
 def observe_gc(process: str, pauses: list[tuple[int, float]]) -> None:
     for generation, seconds in pauses:
         GC_PAUSES.labels(process, str(generation)).observe(seconds)
+
+
+def set_credit_figures(stats: dict[str, Any]) -> None:
+    """From a shard's stats (actors.shard.credit)."""
+    shard = str(stats["shard_id"])
+    for result in ("granted", "refused", "unavailable"):
+        CREDIT_HOLDS.labels(shard, result).set(float(stats.get(f"credit_holds_{result}", 0)))

@@ -7,7 +7,8 @@ Who may call what is decided before a call gets here (`auth.py`, including the v
 Reserve). GetPass answers a gate or a venue operator with what a gate display needs: the pass id,
 product, status, validity and the usage at its own venues; never credentials, groups, credit tier,
 debt or shared-card flags (they name other venues). Full holder data is for the card centre and
-admin.
+admin, including the holder-wide credit view: the debt across every venue and the charges behind
+it, from the pass's ledger shard.
 
 GetPass lists the pass's reservations with their state (reserved, consumed, expired) under the
 rule of `core.reservations`, the same one the gate and Reserve follow; the limited view only
@@ -35,9 +36,10 @@ from actors.ingress.convert import (
     text,
 )
 from actors.ingress.error_map import Undecodable
-from actors.routing import Handles, shard_of
+from actors.routing import Handles, ledger_of, shard_of
 from core import reservations as resv
 from core.clock import fmt_day, fmt_minute
+from core.credit import Charge, decode_charges
 from core.limits import FREE_TEXT, echo
 from core.models import Province
 from core.records import PassRecord, SharedFlag, Usage
@@ -115,6 +117,25 @@ def _held(row: tuple[str, int, str, str, int, int]) -> passes_pb2.HeldReservatio
     )
 
 
+def _credit_view(rec: PassRecord, limit: int, charges: list[Charge]) -> passes_pb2.CreditView:
+    counted = sum(c.amount_fen for c in charges if c.counts())
+    return passes_pb2.CreditView(
+        debt_fen=rec.outstanding_debt_fen + counted,
+        limit_fen=limit,
+        imported_debt_fen=rec.outstanding_debt_fen,
+        charges=[
+            passes_pb2.Charge(
+                venue_id=c.venue_id,
+                amount_fen=c.amount_fen,
+                at_ms=c.at_ms,
+                state=c.state,  # type: ignore[arg-type]
+                request_id=c.request_id,
+            )
+            for c in charges
+        ],
+    )
+
+
 class PassesService(passes_pb2_grpc.PassesServicer):
     def __init__(self, handles: Handles, catalog: CatalogReader, province: Province) -> None:
         self._h = handles
@@ -179,6 +200,7 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
+        credit_view = asyncio.ensure_future(self._credit(rec))
         shards = self._h.shards
         # Usage, reservations and shared-card flags from every shard, all calls at once.
         answers, flags = await asyncio.gather(
@@ -207,7 +229,19 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         reservations = [_held(row) for row in rows]
         view = _pass_view(pass_proto(rec), usage, reservations)
         view.shared_card_flags.extend(shared_flag_proto(f) for f in flags)
+        credit = await credit_view
+        if credit is not None:
+            view.credit.CopyFrom(credit)
         return view
+
+    async def _credit(self, rec: PassRecord) -> passes_pb2.CreditView | None:
+        product = self._province.products.get(rec.product_id)
+        ledgers = self._h.ledgers
+        if product is None or product.credit is None or not ledgers:
+            return None
+        ledger = ledgers[ledger_of(rec.pass_id, len(ledgers))]
+        charges = decode_charges(await ledger.charges_of.remote(rec.pass_id))
+        return _credit_view(rec, product.credit.debt_limit_fen, charges)
 
     async def _shared_flags(self, pass_id: str) -> list[SharedFlag]:
         """Every node keeps its own sightings store and its shards all answer from it: one list,

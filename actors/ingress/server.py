@@ -171,6 +171,7 @@ class Ingress:
         for st in stats:
             metrics.LMDB_COMMIT.labels(str(st["shard_id"])).set(st["last_commit_s"])
             metrics.set_shard_figures(st)
+            metrics.set_credit_figures(st)
             for seconds in st.get("commit_samples", ()):
                 metrics.LMDB_COMMIT_HIST.observe(seconds)
             metrics.observe_gc("shard", st.get("gc_pauses", []))

@@ -16,6 +16,7 @@ import ray
 
 from actors.channel_frames import ChannelAddress
 from actors.codec import decode_requests_each, encode_batch
+from actors.ledger.client import RayLedgerClient
 from actors.shard.channel_server import ChannelServer
 from actors.shard.venue_shard import VenueShard
 from core.models import Province
@@ -37,8 +38,13 @@ class ShardService:
         clock_ms: Any = None,
         credentials_dir: str | None = None,
         channel_secret: bytes | None = None,
+        ledgers: list[Any] | None = None,
     ) -> None:
-        self.shard = VenueShard(shard_id, n_shards, province, data_dir, clock_ms, credentials_dir)
+        # The credit-ledger actors (actors.ledger); the shard asks them over Ray.
+        client = RayLedgerClient(ledgers) if ledgers else None
+        self.shard = VenueShard(
+            shard_id, n_shards, province, data_dir, clock_ms, credentials_dir, client
+        )
         self._secret = channel_secret or secrets.token_bytes(32)
         self._channel = ChannelServer(self.decide_batch, self._secret)
         self._channel_at: asyncio.Future[tuple[str, int]] | None = None

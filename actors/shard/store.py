@@ -17,6 +17,7 @@ import lmdb
 import msgspec
 
 from actors.errors import storage_error
+from core.credit import CreditLink, OutboxRecord
 from core.keys import split_reservation_key, split_usage_key
 from core.records import (
     CountersSnapshot,
@@ -37,6 +38,8 @@ _LOG = decoder(LogRecord)
 _VENUE = decoder(VenueState)
 _COUNTERS = decoder(CountersSnapshot)
 _INT = decoder(int)
+_OUTBOX = decoder(OutboxRecord)
+_LINK = decoder(CreditLink)
 
 
 @dataclass
@@ -51,6 +54,11 @@ class BatchWrites:
     reservations_put: dict[bytes, int] = field(default_factory=dict)
     reservations_del: list[bytes] = field(default_factory=list)
     counters: bytes | None = None
+    # Credit ledger (`actors.shard.credit`): outcomes still to tell the ledger, outcomes it has
+    # taken, and the charge behind each pay-later entry (by request key).
+    outbox: dict[bytes, int] = field(default_factory=dict)
+    outbox_done: list[bytes] = field(default_factory=list)
+    credit_links: dict[bytes, CreditLink] = field(default_factory=dict)
 
     def empty(self) -> bool:
         return not (
@@ -62,6 +70,9 @@ class BatchWrites:
             or self.reservations_put
             or self.reservations_del
             or self.counters is not None
+            or self.outbox
+            or self.outbox_done
+            or self.credit_links
         )
 
 
@@ -70,7 +81,7 @@ class ShardStore:
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._env = lmdb.open(
-                str(path), map_size=SHARD_MAP_SIZE, max_dbs=8, sync=sync, metasync=sync
+                str(path), map_size=SHARD_MAP_SIZE, max_dbs=10, sync=sync, metasync=sync
             )
         except lmdb.Error as exc:
             raise storage_error(f"cannot open shard store at {path}", exc) from exc
@@ -80,6 +91,8 @@ class ShardStore:
         self._venue = self._env.open_db(b"venue")
         self._resv = self._env.open_db(b"resv")
         self._meta = self._env.open_db(b"meta")
+        self._outbox = self._env.open_db(b"outbox")
+        self._links = self._env.open_db(b"credit_link")
         self.next_seq = self._last_seq() + 1
 
     def _last_seq(self) -> int:
@@ -99,6 +112,7 @@ class ShardStore:
                     put(key, encode(rec), db=self._req)
                 for key in w.expired_requests:
                     txn.delete(key, db=self._req)
+                    txn.delete(key, db=self._links)
                 for log in w.log:
                     put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
                     seq += 1
@@ -108,6 +122,7 @@ class ShardStore:
                     put(key, encode(status), db=self._resv)
                 for key in w.reservations_del:
                     txn.delete(key, db=self._resv)
+                self._put_credit(txn, w)
                 if w.counters is not None:
                     # The snapshot precedes this batch's log: tag it with the last seq before.
                     snap = CountersSnapshot(self.next_seq - 1, w.counters)
@@ -116,6 +131,24 @@ class ShardStore:
             raise storage_error("shard commit failed", exc) from exc
         self.next_seq = seq
         return seq - 1
+
+    def _put_credit(self, txn: Any, w: BatchWrites) -> None:
+        for key in w.outbox_done:
+            txn.delete(key, db=self._outbox)
+        for key, action in w.outbox.items():
+            txn.put(key, encode(OutboxRecord(action)), db=self._outbox)
+        for key, link in w.credit_links.items():
+            txn.put(key, encode(link), db=self._links)
+
+    def iter_outbox(self) -> Iterator[tuple[bytes, int]]:
+        with self._env.begin(db=self._outbox, buffers=True) as txn:
+            for key, raw in txn.cursor():
+                yield bytes(key), _OUTBOX.decode(raw).action
+
+    def credit_link(self, request_key: bytes) -> CreditLink | None:
+        with self._env.begin(db=self._links, buffers=True) as txn:
+            raw = txn.get(request_key)
+            return None if raw is None else _LINK.decode(raw)
 
     def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, Usage]]:
         """(venue_id, usage) of one pass: a key scan that decodes only the matches."""

@@ -155,6 +155,8 @@ def manifest_path(data_dir: Path) -> Path:
 def store_dirs(data_dir: Path, n_shards: int) -> list[str]:
     """Every store a server with `n_shards` shards uses, relative to the data directory."""
     dirs = [catalog_path(data_dir)] + [shard_dir(data_dir, i) for i in range(n_shards)]
+    # The credit ledger's stores (actors.ledger), as many as it was started with.
+    dirs += sorted((data_dir / "ledger").glob("ledger-*"))
     return [d.relative_to(data_dir).as_posix() for d in dirs]
 
 

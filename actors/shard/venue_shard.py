@@ -27,6 +27,7 @@ from typing import Any
 
 from actors.catalog import CatalogReader, catalog_path
 from actors.errors import DataDirMismatch
+from actors.ledger.client import LedgerClient
 from actors.routing import shard_of
 from actors.shard.code_claims import (
     Claim,
@@ -36,6 +37,7 @@ from actors.shard.code_claims import (
     codes_path,
     issuer_dir,
 )
+from actors.shard.credit import BatchCredit, ShardCredit
 from actors.shard.quota_ops import QuotaOps
 from actors.shard.sightings import SharedCards
 from actors.shard.store import BatchWrites, ShardStore
@@ -129,6 +131,7 @@ class VenueShard(QuotaOps):
         data_dir: str,
         clock_ms: Callable[[], int] | None = None,
         credentials_dir: str | None = None,
+        ledger: LedgerClient | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.province = province
@@ -156,6 +159,7 @@ class VenueShard(QuotaOps):
         self.last_commit_s = 0.0
         self._commit_samples: list[float] = []
         self._restore()
+        self.credit = ShardCredit(shard_id, self.store, ledger, province)
         warm()
         (shard_dir(data, shard_id) / "pid").write_text(str(os.getpid()))
 
@@ -209,11 +213,12 @@ class VenueShard(QuotaOps):
         with self.catalog.begin() as txn:
             problems = [req if isinstance(req, str) else request_problem(req) for req in items]
             codes = self._screen_codes(items, problems, now_ms, txn)
+            batch.credit = self.credit.screen(self, items, problems, codes, txn, batch)
             for i, req in enumerate(items):
                 problem = problems[i]
                 if problem is None:
                     assert not isinstance(req, str)
-                    out.append(self._decide_one(req, batch, txn, codes.get(i)))
+                    out.append(self._decide_one(req, batch, txn, codes.get(i), i))
                 else:
                     rid = "" if isinstance(req, str) else req.request_id
                     out.append(invalid(rid if text_problem(rid) is None else "", problem, now_ms))
@@ -223,7 +228,9 @@ class VenueShard(QuotaOps):
         self.items += len(items)
         return out
 
-    def _decide_one(self, req: Request, batch: _Batch, txn: Any, code: _Code | None) -> Decision:
+    def _decide_one(
+        self, req: Request, batch: _Batch, txn: Any, code: _Code | None, i: int = -1
+    ) -> Decision:
         rkey = request_key(req.venue_id, req.gate_id, req.request_id)
         fp = fingerprint(req.kind, req.value)
         rec = batch.requests.get(rkey) or self.requests.get(rkey)
@@ -250,12 +257,14 @@ class VenueShard(QuotaOps):
             if refusal is not None and req.gate_id in venue.gates:
                 outcome = Outcome(_refuse_code(req, pass_, refusal, batch.now_ms, capacity.alert))
             else:
+                verdict = self.credit.verdict(batch.credit, i)
                 outcome = decide(
-                    pass_, usage, venue, req, batch.now_ms, self.province, capacity, local
+                    pass_, usage, venue, req, batch.now_ms, self.province, capacity, local, verdict
                 )
                 if pass_ is not None:
                     outcome = self.sharing.check(req, pass_, venue, outcome)
-        if req.dry_run:
+        # After every check (a shared card refused releases its credit hold).
+        if req.dry_run or not self.credit.keep(batch.credit, i, rkey, outcome, batch.writes):
             return outcome.decision
         reserved = capacity.reserved_slot if capacity is not None else None
         self._record(req, rkey, fp, outcome, ukey, local, batch, reserved, usage.last_entry_ms)
@@ -416,9 +425,14 @@ class VenueShard(QuotaOps):
             # The counters as they stand before this batch; a restart replays the log after them,
             # this batch's records included.
             batch.writes.counters = self.counters.snapshot()
+        self.credit.stage(batch.credit, batch.writes)
         if not batch.writes.empty():
             t0 = time.perf_counter()
-            self.store.commit(batch.writes)
+            try:
+                self.store.commit(batch.writes)
+            except Exception:
+                self.credit.abandon(batch.credit)
+                raise
             self.last_commit_s = time.perf_counter() - t0
             if len(self._commit_samples) < 10_000:
                 self._commit_samples.append(self.last_commit_s)
@@ -431,6 +445,7 @@ class VenueShard(QuotaOps):
             self._req_order.append((batch.now_ms, key))
         self.book.apply_committed(batch.writes)
         self._apply_events(batch.events)
+        self.credit.committed(batch.writes)
 
     def _apply_events(self, events: list[tuple[str, int, int, int, int]]) -> None:
         """One numba call for all of a batch's (venue_id, day, minute, kind, slot) events."""
@@ -479,11 +494,14 @@ class VenueShard(QuotaOps):
         )  # fmt: skip
         if rec.slot_idx >= 0:
             self.book.restore_reservation(venue_id, rec.day, rec.slot_idx, rec.pass_id, writes)
+        if decision.charge_fen > 0:
+            self.credit.annul(rkey, writes)
         self.store.commit(writes)
         self.usage[ukey] = usage
         self.requests[rkey] = annulled
         self.book.apply_committed(writes)
         self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
+        self.credit.committed(writes, staged=False)
         return True, "entry annulled"
 
     # -- reads ----------------------------------------------------------------------------------
@@ -519,10 +537,12 @@ class VenueShard(QuotaOps):
             "requests": len(self.requests),
             "last_commit_s": self.last_commit_s,
             "codes_verified": self.verifier.verified,
+            **self.credit.stats(),
         }
 
     def close(self) -> None:
         """Releases the LMDB environments (a process may open each only once)."""
+        self.credit.close()
         self.store.close()
         self.catalog.close()
         self.claims.close()
@@ -591,7 +611,7 @@ def _annul_problem(rec: RequestRecord | None, fp: bytes, now_ms: int) -> tuple[b
 
 
 class _Batch:
-    __slots__ = ("events", "locals", "now_ms", "requests", "running", "usage", "writes")
+    __slots__ = ("credit", "events", "locals", "now_ms", "requests", "running", "usage", "writes")
 
     def __init__(self, now_ms: int, book: VenueBook) -> None:
         self.now_ms = now_ms
@@ -601,6 +621,7 @@ class _Batch:
         self.events: list[tuple[str, int, int, int, int]] = []
         self.running = Running(book)
         self.locals: dict[str, LocalTime] = {}
+        self.credit: BatchCredit | None = None
 
     def local(self, venue_id: str, tz: Any, book: VenueBook) -> LocalTime:
         lt = self.locals.get(venue_id)

@@ -149,7 +149,7 @@ def test_damaged_store_is_refused(copy: Path, damage: Callable[[Path], Path], pr
 
 def test_clean_stop_recorded_every_store(filled: Filled) -> None:
     stores = json.loads((filled.data_dir / MANIFEST).read_text())["stores"]
-    assert sorted(stores) == ["catalog", "shards/shard-0", "shards/shard-1"]
+    assert sorted(stores) == ["catalog", "ledger/ledger-0", "shards/shard-0", "shards/shard-1"]
     assert {entry["recorded_at"] for entry in stores.values()} == {"stop"}
 
 

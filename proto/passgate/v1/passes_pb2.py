@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from proto.passgate.v1 import common_pb2 as proto_dot_passgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/passes.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\x8d\x02\n\nPassRecord\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12,\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32\x17.passgate.v1.Credential\x12\x12\n\nvalid_from\x18\x04 \x01(\t\x12\x13\n\x0bvalid_until\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.passgate.v1.PassStatus\x12,\n\x0b\x63redit_tier\x18\x07 \x01(\x0e\x32\x17.passgate.v1.CreditTier\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x1c\n\x14outstanding_debt_fen\x18\t \x01(\x03\"C\n\rUpsertSummary\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"G\n\x07PassRef\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12+\n\ncredential\x18\x02 \x01(\x0b\x32\x17.passgate.v1.Credential\"\x82\x01\n\nVenueUsage\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x12\x15\n\rentries_today\x18\x03 \x01(\x05\x12\x15\n\rlast_entry_ms\x18\x04 \x01(\x03\x12\x0e\n\x06inside\x18\x05 \x01(\x08\x12\x13\n\x0b\x63harges_fen\x18\x06 \x01(\x03\"\x96\x01\n\x0fHeldReservation\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\x0f\n\x07slot_id\x18\x03 \x01(\t\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.passgate.v1.ReservationState\x12\x12\n\nslot_start\x18\x05 \x01(\t\x12\x10\n\x08slot_end\x18\x06 \x01(\t\"\x83\x01\n\x0eSharedCardFlag\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x03\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x16\n\x0eother_venue_id\x18\x03 \x01(\t\x12\x13\n\x0bother_at_ms\x18\x04 \x01(\x03\x12\x12\n\ndistance_m\x18\x05 \x01(\x05\x12\x0f\n\x07refused\x18\x06 \x01(\x08\"\xc5\x01\n\x08PassView\x12%\n\x04pass\x18\x01 \x01(\x0b\x32\x17.passgate.v1.PassRecord\x12&\n\x05usage\x18\x02 \x03(\x0b\x32\x17.passgate.v1.VenueUsage\x12\x32\n\x0creservations\x18\x03 \x03(\x0b\x32\x1c.passgate.v1.HeldReservation\x12\x36\n\x11shared_card_flags\x18\x04 \x03(\x0b\x32\x1b.passgate.v1.SharedCardFlag\"0\n\rRevokeRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x0eReserveRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\"\xb8\x01\n\x0bReservation\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\x12\x11\n\tconfirmed\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0eslot_remaining\x18\x07 \x01(\x05\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.passgate.v1.ReservationState\"\\\n\x18\x43\x61ncelReservationRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t*s\n\nPassStatus\x12\x1b\n\x17PASS_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12PASS_STATUS_ACTIVE\x10\x01\x12\x17\n\x13PASS_STATUS_REVOKED\x10\x02\x12\x17\n\x13PASS_STATUS_BLOCKED\x10\x03*m\n\nCreditTier\x12\x1b\n\x17\x43REDIT_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43REDIT_TIER_GOOD\x10\x01\x12\x16\n\x12\x43REDIT_TIER_NORMAL\x10\x02\x12\x14\n\x10\x43REDIT_TIER_POOR\x10\x03*\x94\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1e\n\x1aRESERVATION_STATE_CONSUMED\x10\x02\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x03\x32\xe0\x02\n\x06Passes\x12\x45\n\x0cUpsertPasses\x12\x17.passgate.v1.PassRecord\x1a\x1a.passgate.v1.UpsertSummary(\x01\x12\x36\n\x07GetPass\x12\x14.passgate.v1.PassRef\x1a\x15.passgate.v1.PassView\x12?\n\nRevokePass\x12\x1a.passgate.v1.RevokeRequest\x1a\x15.passgate.v1.PassView\x12@\n\x07Reserve\x12\x1b.passgate.v1.ReserveRequest\x1a\x18.passgate.v1.Reservation\x12T\n\x11\x43\x61ncelReservation\x12%.passgate.v1.CancelReservationRequest\x1a\x18.passgate.v1.Reservationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/passgate/v1/passes.proto\x12\x0bpassgate.v1\x1a\x1eproto/passgate/v1/common.proto\"\x8d\x02\n\nPassRecord\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12,\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32\x17.passgate.v1.Credential\x12\x12\n\nvalid_from\x18\x04 \x01(\t\x12\x13\n\x0bvalid_until\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.passgate.v1.PassStatus\x12,\n\x0b\x63redit_tier\x18\x07 \x01(\x0e\x32\x17.passgate.v1.CreditTier\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x1c\n\x14outstanding_debt_fen\x18\t \x01(\x03\"C\n\rUpsertSummary\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"G\n\x07PassRef\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12+\n\ncredential\x18\x02 \x01(\x0b\x32\x17.passgate.v1.Credential\"\x82\x01\n\nVenueUsage\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x05\x12\x15\n\rentries_today\x18\x03 \x01(\x05\x12\x15\n\rlast_entry_ms\x18\x04 \x01(\x03\x12\x0e\n\x06inside\x18\x05 \x01(\x08\x12\x13\n\x0b\x63harges_fen\x18\x06 \x01(\x03\"\x96\x01\n\x0fHeldReservation\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\t\x12\x0f\n\x07slot_id\x18\x03 \x01(\t\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.passgate.v1.ReservationState\x12\x12\n\nslot_start\x18\x05 \x01(\t\x12\x10\n\x08slot_end\x18\x06 \x01(\t\"\x83\x01\n\x0eSharedCardFlag\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x03\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x16\n\x0eother_venue_id\x18\x03 \x01(\t\x12\x13\n\x0bother_at_ms\x18\x04 \x01(\x03\x12\x12\n\ndistance_m\x18\x05 \x01(\x05\x12\x0f\n\x07refused\x18\x06 \x01(\x08\"z\n\x06\x43harge\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.passgate.v1.ChargeState\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"r\n\nCreditView\x12\x10\n\x08\x64\x65\x62t_fen\x18\x01 \x01(\x03\x12\x11\n\tlimit_fen\x18\x02 \x01(\x03\x12\x19\n\x11imported_debt_fen\x18\x03 \x01(\x03\x12$\n\x07\x63harges\x18\x04 \x03(\x0b\x32\x13.passgate.v1.Charge\"\xee\x01\n\x08PassView\x12%\n\x04pass\x18\x01 \x01(\x0b\x32\x17.passgate.v1.PassRecord\x12&\n\x05usage\x18\x02 \x03(\x0b\x32\x17.passgate.v1.VenueUsage\x12\x32\n\x0creservations\x18\x03 \x03(\x0b\x32\x1c.passgate.v1.HeldReservation\x12\x36\n\x11shared_card_flags\x18\x04 \x03(\x0b\x32\x1b.passgate.v1.SharedCardFlag\x12\'\n\x06\x63redit\x18\x05 \x01(\x0b\x32\x17.passgate.v1.CreditView\"0\n\rRevokeRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x0eReserveRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\"\xb8\x01\n\x0bReservation\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t\x12\x11\n\tconfirmed\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0eslot_remaining\x18\x07 \x01(\x05\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.passgate.v1.ReservationState\"\\\n\x18\x43\x61ncelReservationRequest\x12\x0f\n\x07pass_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x03 \x01(\t\x12\x0f\n\x07slot_id\x18\x04 \x01(\t*s\n\nPassStatus\x12\x1b\n\x17PASS_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12PASS_STATUS_ACTIVE\x10\x01\x12\x17\n\x13PASS_STATUS_REVOKED\x10\x02\x12\x17\n\x13PASS_STATUS_BLOCKED\x10\x03*m\n\nCreditTier\x12\x1b\n\x17\x43REDIT_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43REDIT_TIER_GOOD\x10\x01\x12\x16\n\x12\x43REDIT_TIER_NORMAL\x10\x02\x12\x14\n\x10\x43REDIT_TIER_POOR\x10\x03*\x94\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1e\n\x1aRESERVATION_STATE_CONSUMED\x10\x02\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x03*w\n\x0b\x43hargeState\x12\x1c\n\x18\x43HARGE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HARGE_STATE_HELD\x10\x01\x12\x18\n\x14\x43HARGE_STATE_SETTLED\x10\x02\x12\x19\n\x15\x43HARGE_STATE_RELEASED\x10\x03\x32\xe0\x02\n\x06Passes\x12\x45\n\x0cUpsertPasses\x12\x17.passgate.v1.PassRecord\x1a\x1a.passgate.v1.UpsertSummary(\x01\x12\x36\n\x07GetPass\x12\x14.passgate.v1.PassRef\x1a\x15.passgate.v1.PassView\x12?\n\nRevokePass\x12\x1a.passgate.v1.RevokeRequest\x1a\x15.passgate.v1.PassView\x12@\n\x07Reserve\x12\x1b.passgate.v1.ReserveRequest\x1a\x18.passgate.v1.Reservation\x12T\n\x11\x43\x61ncelReservation\x12%.passgate.v1.CancelReservationRequest\x1a\x18.passgate.v1.Reservationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.passgate.v1.passes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PASSSTATUS']._serialized_start=1528
-  _globals['_PASSSTATUS']._serialized_end=1643
-  _globals['_CREDITTIER']._serialized_start=1645
-  _globals['_CREDITTIER']._serialized_end=1754
-  _globals['_RESERVATIONSTATE']._serialized_start=1757
-  _globals['_RESERVATIONSTATE']._serialized_end=1905
+  _globals['_PASSSTATUS']._serialized_start=1809
+  _globals['_PASSSTATUS']._serialized_end=1924
+  _globals['_CREDITTIER']._serialized_start=1926
+  _globals['_CREDITTIER']._serialized_end=2035
+  _globals['_RESERVATIONSTATE']._serialized_start=2038
+  _globals['_RESERVATIONSTATE']._serialized_end=2186
+  _globals['_CHARGESTATE']._serialized_start=2188
+  _globals['_CHARGESTATE']._serialized_end=2307
   _globals['_PASSRECORD']._serialized_start=80
   _globals['_PASSRECORD']._serialized_end=349
   _globals['_UPSERTSUMMARY']._serialized_start=351
@@ -50,16 +52,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELDRESERVATION']._serialized_end=777
   _globals['_SHAREDCARDFLAG']._serialized_start=780
   _globals['_SHAREDCARDFLAG']._serialized_end=911
-  _globals['_PASSVIEW']._serialized_start=914
-  _globals['_PASSVIEW']._serialized_end=1111
-  _globals['_REVOKEREQUEST']._serialized_start=1113
-  _globals['_REVOKEREQUEST']._serialized_end=1161
-  _globals['_RESERVEREQUEST']._serialized_start=1163
-  _globals['_RESERVEREQUEST']._serialized_end=1245
-  _globals['_RESERVATION']._serialized_start=1248
-  _globals['_RESERVATION']._serialized_end=1432
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1434
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1526
-  _globals['_PASSES']._serialized_start=1908
-  _globals['_PASSES']._serialized_end=2260
+  _globals['_CHARGE']._serialized_start=913
+  _globals['_CHARGE']._serialized_end=1035
+  _globals['_CREDITVIEW']._serialized_start=1037
+  _globals['_CREDITVIEW']._serialized_end=1151
+  _globals['_PASSVIEW']._serialized_start=1154
+  _globals['_PASSVIEW']._serialized_end=1392
+  _globals['_REVOKEREQUEST']._serialized_start=1394
+  _globals['_REVOKEREQUEST']._serialized_end=1442
+  _globals['_RESERVEREQUEST']._serialized_start=1444
+  _globals['_RESERVEREQUEST']._serialized_end=1526
+  _globals['_RESERVATION']._serialized_start=1529
+  _globals['_RESERVATION']._serialized_end=1713
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1715
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1807
+  _globals['_PASSES']._serialized_start=2310
+  _globals['_PASSES']._serialized_end=2662
 # @@protoc_insertion_point(module_scope)

@@ -81,6 +81,31 @@ RESERVATION_STATE_CONSUMED: ReservationState.ValueType  # 2
 RESERVATION_STATE_EXPIRED: ReservationState.ValueType  # 3
 Global___ReservationState: _TypeAlias = ReservationState  # noqa: Y015
 
+class _ChargeState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChargeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChargeState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHARGE_STATE_UNSPECIFIED: _ChargeState.ValueType  # 0
+    CHARGE_STATE_HELD: _ChargeState.ValueType  # 1
+    """Taken before the entry was decided; counts against the limit."""
+    CHARGE_STATE_SETTLED: _ChargeState.ValueType  # 2
+    """The entry was committed; counts against the limit."""
+    CHARGE_STATE_RELEASED: _ChargeState.ValueType  # 3
+    """The entry was refused after all, annulled or never committed; no longer counts."""
+
+class ChargeState(_ChargeState, metaclass=_ChargeStateEnumTypeWrapper): ...
+
+CHARGE_STATE_UNSPECIFIED: ChargeState.ValueType  # 0
+CHARGE_STATE_HELD: ChargeState.ValueType  # 1
+"""Taken before the entry was decided; counts against the limit."""
+CHARGE_STATE_SETTLED: ChargeState.ValueType  # 2
+"""The entry was committed; counts against the limit."""
+CHARGE_STATE_RELEASED: ChargeState.ValueType  # 3
+"""The entry was refused after all, annulled or never committed; no longer counts."""
+Global___ChargeState: _TypeAlias = ChargeState  # noqa: Y015
+
 @_typing.final
 class PassRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -291,6 +316,72 @@ class SharedCardFlag(_message.Message):
 Global___SharedCardFlag: _TypeAlias = SharedCardFlag  # noqa: Y015
 
 @_typing.final
+class Charge(_message.Message):
+    """One pay-later charge from the holder-wide credit ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENUE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    venue_id: _builtins.str
+    amount_fen: _builtins.int
+    at_ms: _builtins.int
+    state: Global___ChargeState.ValueType
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        venue_id: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+        state: Global___ChargeState.ValueType = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "at_ms", b"at_ms", "request_id", b"request_id", "state", b"state", "venue_id", b"venue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Charge: _TypeAlias = Charge  # noqa: Y015
+
+@_typing.final
+class CreditView(_message.Message):
+    """The holder's pay-later debt across every venue (card centre and admin only)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBT_FEN_FIELD_NUMBER: _builtins.int
+    LIMIT_FEN_FIELD_NUMBER: _builtins.int
+    IMPORTED_DEBT_FEN_FIELD_NUMBER: _builtins.int
+    CHARGES_FIELD_NUMBER: _builtins.int
+    debt_fen: _builtins.int
+    """Imported debt plus every held or settled charge."""
+    limit_fen: _builtins.int
+    imported_debt_fen: _builtins.int
+    """The debt the pass record was imported with (outstanding_debt_fen)."""
+    @_builtins.property
+    def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charge]: ...
+    def __init__(
+        self,
+        *,
+        debt_fen: _builtins.int = ...,
+        limit_fen: _builtins.int = ...,
+        imported_debt_fen: _builtins.int = ...,
+        charges: _abc.Iterable[Global___Charge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charges", b"charges", "debt_fen", b"debt_fen", "imported_debt_fen", b"imported_debt_fen", "limit_fen", b"limit_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditView: _TypeAlias = CreditView  # noqa: Y015
+
+@_typing.final
 class PassView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -298,6 +389,7 @@ class PassView(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     RESERVATIONS_FIELD_NUMBER: _builtins.int
     SHARED_CARD_FLAGS_FIELD_NUMBER: _builtins.int
+    CREDIT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenueUsage]: ...
     @_builtins.property
@@ -308,16 +400,21 @@ class PassView(_message.Message):
     def shared_card_flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedCardFlag]:
         """Recent shared-card flags (kept 7 days), newest first. Full view only."""
 
+    @_builtins.property
+    def credit(self) -> Global___CreditView:
+        """Set for passes of a product with pay-later credit (full view only)."""
+
     def __init__(
         self,
         *,
         usage: _abc.Iterable[Global___VenueUsage] | None = ...,
         reservations: _abc.Iterable[Global___HeldReservation] | None = ...,
         shared_card_flags: _abc.Iterable[Global___SharedCardFlag] | None = ...,
+        credit: Global___CreditView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "pass", b"pass"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pass", b"pass", "reservations", b"reservations", "shared_card_flags", b"shared_card_flags", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "pass", b"pass", "reservations", b"reservations", "shared_card_flags", b"shared_card_flags", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
