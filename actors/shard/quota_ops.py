@@ -25,6 +25,7 @@ class QuotaOps:
     counters: Any
     _clock: Any
     _apply_events: Any
+    _write: Any
 
     def _local(self, venue_id: str) -> LocalTime:
         venue = self.book.venue(venue_id)
@@ -82,7 +83,7 @@ class QuotaOps:
             writes.reservations_del.append(key)
         else:
             writes.reservations_put[key] = status
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         if day == self._local(venue_id).day:
             kind = EV_CANCEL if status is None else EV_RESERVE
@@ -111,7 +112,7 @@ class QuotaOps:
         if alerts is not None:
             changes["alerts"] = tuple(alerts)
         self.book.stage_state(venue_id, writes, **changes)
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         return [], self.venue_status(venue_id)
 
@@ -120,7 +121,7 @@ class QuotaOps:
             return None
         writes = BatchWrites()
         self.book.stage_state(venue_id, writes, paused=paused)
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         return self.venue_status(venue_id)
 

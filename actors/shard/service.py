@@ -1,18 +1,40 @@
 """ShardService: the shard as Ray serves it. It owns the bytes on the wire (`actors.codec`) and
-hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it."""
+hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it.
+
+An asyncio actor: every call runs on the actor's one event loop. Every write (batches, annul,
+reservations, quotas, pause) goes through one `CommitPipeline`, so batch N+1 is decided while
+batch N commits in the pipeline's commit thread, and each answer leaves after its own commit.
+Reads answer from memory or from LMDB's committed state at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from actors.codec import decode_requests_each, encode_batch
-from actors.shard.venue_shard import VenueShard
+from actors.errors import StorageError
+from actors.shard.pipeline import CommitPipeline
+from actors.shard.store import BatchWrites
+from actors.shard.venue_shard import VenueShard, shard_dir
 from core.models import Province
 from core.records import Usage
 
+log = logging.getLogger("passgate.shard")
+
+# Test hook (`actors.cluster.ENV_COMMIT_DELAY_MS`): this file, in the shard's directory, names the
+# commit being held open and how many calls are staged behind it.
+HELD_MARKER = "commit-held-open"
+# After memory could not be rebuilt: time for the failed calls' answers to leave before the exit.
+FATAL_EXIT_DELAY_S = 0.2
+
 
 def decide_encoded(shard: VenueShard, payload: bytes) -> bytes:
-    """An encoded batch in, its encoded decisions out: the shard's wire path."""
+    """An encoded batch in, its encoded decisions out: the shard's wire path (durable commit)."""
     return encode_batch(shard.decide_requests(decode_requests_each(payload)))
 
 
@@ -25,29 +47,71 @@ class ShardService:
         data_dir: str,
         clock_ms: Any = None,
         credentials_dir: str | None = None,
+        commit_delay_s: float = 0.0,
     ) -> None:
         self.shard = VenueShard(shard_id, n_shards, province, data_dir, clock_ms, credentials_dir)
+        self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
+        self._commit_delay_s = commit_delay_s
+        self._held = 0
+        commit = self._held_open_commit if commit_delay_s > 0 else None
+        self.pipeline = CommitPipeline(self.shard, commit=commit, on_fatal=self._fatal)
+
+    def _held_open_commit(self, group: list[BatchWrites]) -> None:
+        """Test hook, in the commit thread: holds each commit back for `commit_delay_s`, while
+        the marker file names it and counts the calls staged behind it, so that a crash test can
+        kill the shard between two commits and prove it did (the file outlives the process)."""
+        self._held += 1
+        deadline = time.monotonic() + self._commit_delay_s
+        behind = -1
+        while True:
+            queued = self.pipeline.queued()
+            if queued != behind:
+                behind = queued
+                self._marker.write_text(f"{self._held} {behind}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(0.005, left))
+        self.shard.commit_writes(group)
+        self._marker.unlink(missing_ok=True)
+
+    def _fatal(self, exc: StorageError) -> None:
+        # Memory could not be rebuilt: exiting (not ray.actor.exit_actor) makes Ray restart the
+        # shard, which rebuilds from LMDB.
+        log.error("shard %s: %s; exiting so that Ray restarts it", self.shard.shard_id, exc)
+        asyncio.get_running_loop().call_later(FATAL_EXIT_DELAY_S, os._exit, 70)
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def decide_batch(self, payload: bytes) -> bytes:
-        """Decides every request of an encoded batch; answers after the batch's one commit."""
-        return decide_encoded(self.shard, payload)
+    async def decide_batch(self, payload: bytes) -> bytes:
+        """Decides every request of an encoded batch; answers after the batch's own commit."""
+        items = decode_requests_each(payload)
+        shard = self.shard
+        return encode_batch(await self.pipeline.run(lambda: shard.decide_requests(items)))
 
-    def annul(
+    async def annul(
         self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
     ) -> tuple[bool, str]:
-        return self.shard.annul(request_id, venue_id, gate_id, kind, value)
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.annul(request_id, venue_id, gate_id, kind, value)
+        )
 
-    def reserve(self, pass_id: str, venue_id: str, day: int, slot_id: str) -> tuple[bool, str, int]:
-        return self.shard.reserve(pass_id, venue_id, day, slot_id)
-
-    def cancel_reservation(
+    async def reserve(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
     ) -> tuple[bool, str, int]:
-        return self.shard.cancel_reservation(pass_id, venue_id, day, slot_id)
+        shard = self.shard
+        return await self.pipeline.run(lambda: shard.reserve(pass_id, venue_id, day, slot_id))
 
-    def set_quota(
+    async def cancel_reservation(
+        self, pass_id: str, venue_id: str, day: int, slot_id: str
+    ) -> tuple[bool, str, int]:
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.cancel_reservation(pass_id, venue_id, day, slot_id)
+        )
+
+    async def set_quota(
         self,
         venue_id: str,
         daily: int,
@@ -56,30 +120,34 @@ class ShardService:
         alerts: tuple[int, int, int] | None,
         allow_overbooking: bool,
     ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
-        return self.shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
+        )
 
-    def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
-        return self.shard.set_paused(venue_id, paused)
+    async def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
+        shard = self.shard
+        return await self.pipeline.run(lambda: shard.set_paused(venue_id, paused))
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
+    async def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
         return self.shard.usage_of(pass_id)
 
-    def venue_status(self, venue_id: str) -> dict[str, Any] | None:
+    async def venue_status(self, venue_id: str) -> dict[str, Any] | None:
         return self.shard.venue_status(venue_id)
 
-    def all_status(self) -> list[dict[str, Any]]:
+    async def all_status(self) -> list[dict[str, Any]]:
         return self.shard.all_status()
 
-    def stored_admits(self) -> int:
+    async def stored_admits(self) -> int:
         return self.shard.stored_admits()
 
-    def stats(self) -> dict[str, Any]:
-        return self.shard.stats()
+    async def stats(self) -> dict[str, Any]:
+        return {**self.shard.stats(), **self.pipeline.stats()}
 
-    def pid(self) -> int:
+    async def pid(self) -> int:
         return self.shard.pid()
 
-    def ping(self) -> bool:
-        return self.shard.ping()
+    async def ping(self) -> bool:
+        return not self.pipeline.broken
