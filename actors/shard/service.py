@@ -58,16 +58,18 @@ class ShardService:
 
     def _held_open_commit(self, group: list[BatchWrites]) -> None:
         """Test hook, in the commit thread: holds each commit back for `commit_delay_s`, while
-        the marker file names it and counts the calls staged behind it, so that a crash test can
-        kill the shard between two commits and prove it did (the file outlives the process)."""
+        the marker file names it, counts the calls staged behind it and says when it began, so
+        that a crash test can kill the shard between two commits and prove it did (the file
+        outlives the process)."""
         self._held += 1
+        began = time.time()
         deadline = time.monotonic() + self._commit_delay_s
         behind = -1
         while True:
             queued = self.pipeline.queued()
             if queued != behind:
                 behind = queued
-                self._marker.write_text(f"{self._held} {behind}")
+                self._marker.write_text(f"{self._held} {behind} {began:.6f}")
             left = deadline - time.monotonic()
             if left <= 0:
                 break
