@@ -262,9 +262,10 @@ def _time_pipelined(fx: Fixture, name: str, payloads: list[bytes], in_flight: in
 
 
 def bench_pipeline(
-    fx: Fixture, batch: int = 256, batches: int = 100, in_flight: int = 4, runs: int = 3
+    fx: Fixture, batch: int = 256, batches: int = 100, in_flight: int = 2, runs: int = 5
 ) -> list[Row]:
-    """The shard batch path, one durable commit at a time against the commit pipeline."""
+    """The shard batch path, one durable commit at a time against the commit pipeline, runs
+    interleaved (best of `runs` each)."""
     mine = [v for v in fx.venues if shard_of(v, 1) == 0]
     n = batch * batches
     rows = fx.requests(n, mine)
@@ -324,8 +325,8 @@ def run_all(n_passes: int = 50000) -> list[Row]:
         rows += [bench_commit(fx, size) for size in (1, 64, 256, 1024)]
         rows += bench_qr_parts()
         rows += bench_shard_paths(fx)
-        rows += bench_pipeline(fx, batch=256)
-        rows += bench_pipeline(fx, batch=16, batches=400)
+        rows += bench_pipeline(fx, batch=256, in_flight=2)
+        rows += bench_pipeline(fx, batch=16, batches=400, in_flight=4)
         return rows
     finally:
         fx.close()

@@ -40,6 +40,8 @@ from actors.shard.store import BatchWrites
 log = logging.getLogger("passgate.pipeline")
 
 MAX_GROUP = 16  # calls per transaction at most
+# How long the loop waits at most for an idle commit thread's puts (`_hand_over`).
+HANDOVER_TIMEOUT_S = 0.05
 RETRY = "an earlier write on this shard failed to commit; retry with the same request_id"
 BROKEN = "shard storage failed and memory could not be rebuilt; the shard restarts"
 
@@ -53,7 +55,9 @@ class Stager(Protocol):
 
     def staged(self, step: Callable[[], _T], held: list[BatchWrites]) -> _T: ...
 
-    def commit_writes(self, group: list[BatchWrites]) -> None: ...
+    def commit_writes(
+        self, group: list[BatchWrites], written: Callable[[], None] | None = None
+    ) -> None: ...
 
     def reload(self) -> None: ...
 
@@ -61,7 +65,7 @@ class Stager(Protocol):
 class _Job:
     """One staged call's writes, or (no `done`) a barrier behind every job queued before it."""
 
-    __slots__ = ("done", "epoch", "loop", "writes")
+    __slots__ = ("done", "epoch", "loop", "writes", "written")
 
     def __init__(
         self,
@@ -74,6 +78,8 @@ class _Job:
         self.writes = writes
         self.done = done
         self.loop = loop
+        # Set by the commit thread once this job's puts are done (see `_hand_over`).
+        self.written: threading.Event | None = None
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
@@ -87,7 +93,7 @@ class CommitPipeline:
         self,
         shard: Stager,
         *,
-        commit: Callable[[list[BatchWrites]], None] | None = None,
+        commit: Callable[[list[BatchWrites], Callable[[], None]], None] | None = None,
         on_fatal: Callable[[StorageError], None] | None = None,
     ) -> None:
         self._shard = shard
@@ -107,6 +113,7 @@ class CommitPipeline:
         self.staged_behind = 0  # calls staged while an earlier commit was still running
         self.failures = 0
         self.rebuilds = 0
+        self._idle = True  # the commit thread waits for work
         self._thread = threading.Thread(target=self._commit_loop, name="shard-commit", daemon=True)
         self._thread.start()
 
@@ -139,9 +146,27 @@ class CommitPipeline:
         if self.in_flight:
             self.staged_behind += 1
         self.in_flight += 1
-        self._queue.put(_Job(self._epoch, held, done, loop))
+        job = _Job(self._epoch, held, done, loop)
+        idle = self._idle
+        if idle:
+            job.written = threading.Event()
+        self._queue.put(job)
         self._tail = done
+        if idle:
+            self._hand_over(job)
         return done
+
+    @staticmethod
+    def _hand_over(job: _Job) -> None:
+        """Lets an idle commit thread do its puts before the loop decides on.
+
+        py-lmdb releases the GIL around every put; while the loop decides (pure Python, holding
+        the GIL) the commit thread would wait up to the interpreter's switch interval (5 ms) to
+        get it back after each put. So the loop blocks (the GIL released) until this job's puts
+        are done, and decides the next batch while the commit syncs, which needs no GIL. A job
+        queued behind a running commit does not wait: it goes into the next group."""
+        assert job.written is not None
+        job.written.wait(HANDOVER_TIMEOUT_S)
 
     @staticmethod
     async def _settled(done: asyncio.Future[None], *, own: bool) -> None:
@@ -211,9 +236,14 @@ class CommitPipeline:
     # -- the commit thread ----------------------------------------------------------------------
 
     def _commit_loop(self) -> None:
-        carry: _Job | None = None
+        carry: list[_Job | None] = []  # what ended the last group, taken first
         while True:
-            job = carry if carry is not None else self._queue.get()
+            if carry:
+                job = carry.pop()
+            else:
+                self._idle = True
+                job = self._queue.get()
+                self._idle = False
             if job is None:
                 return
             group, carry = self._group(job)
@@ -223,33 +253,37 @@ class CommitPipeline:
             except RuntimeError:
                 return  # the loop is closed: nobody waits for an answer any more
 
-    def _group(self, first: _Job) -> tuple[list[_Job], _Job | None]:
-        """`first` and the calls queued right behind it in its epoch (no barrier, no stop)."""
+    def _group(self, first: _Job) -> tuple[list[_Job], list[_Job | None]]:
+        """`first` and the calls queued right behind it in its epoch, and what ended the group (a
+        barrier, a later epoch or the stop) if anything did."""
         group = [first]
         if first.done is None:
-            return group, None
+            return group, []
         while len(group) < MAX_GROUP:
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
-                return group, None
+                return group, []
             if nxt is None or nxt.done is None or nxt.epoch != first.epoch:
-                return group, nxt
+                return group, [nxt]
             group.append(nxt)
-        return group, None
+        return group, []
 
     def _commit_group(self, group: list[_Job]) -> list[tuple[_Job, BaseException | None]]:
         first = group[0]
         if first.done is None:
             return [(first, None)]
         if first.epoch <= self._dead:
+            _written(group)
             return [(job, _SKIPPED) for job in group]
         try:
-            self._commit([w for job in group for w in job.writes])
+            self._commit([w for job in group for w in job.writes], lambda: _written(group))
         except Exception as exc:
             self._dead = first.epoch
             failed: list[tuple[_Job, BaseException | None]] = [(first, exc)]
             return failed + [(job, _SKIPPED) for job in group[1:]]
+        finally:
+            _written(group)
         return [(job, None) for job in group]
 
     # -- figures and shutdown -------------------------------------------------------------------
@@ -275,6 +309,12 @@ class CommitPipeline:
         """Stops the commit thread after the jobs already queued."""
         self._queue.put(None)
         self._thread.join(timeout_s)
+
+
+def _written(group: list[_Job]) -> None:
+    for job in group:
+        if job.written is not None:
+            job.written.set()
 
 
 def _failed(exc: BaseException) -> str:

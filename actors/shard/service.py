@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class ShardService:
         commit = self._held_open_commit if commit_delay_s > 0 else None
         self.pipeline = CommitPipeline(self.shard, commit=commit, on_fatal=self._fatal)
 
-    def _held_open_commit(self, group: list[BatchWrites]) -> None:
+    def _held_open_commit(self, group: list[BatchWrites], written: Callable[[], None]) -> None:
         """Test hook, in the commit thread: holds each commit back for `commit_delay_s`, while
         the marker file names it, counts the calls staged behind it and says when it began, so
         that a crash test can kill the shard between two commits and prove it did (the file
@@ -74,7 +75,7 @@ class ShardService:
             if left <= 0:
                 break
             time.sleep(min(0.005, left))
-        self.shard.commit_writes(group)
+        self.shard.commit_writes(group, written)
         self._marker.unlink(missing_ok=True)
 
     def _fatal(self, exc: StorageError) -> None:

@@ -10,7 +10,7 @@ separator-joined).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,19 @@ class ShardStore:
         """Writes the batch durably; returns the log sequence of its last record."""
         return self.commit_group([w])
 
-    def commit_group(self, group: list[BatchWrites]) -> int:
+    def commit_group(
+        self, group: list[BatchWrites], written: Callable[[], None] | None = None
+    ) -> int:
         """Writes several batches, in order, in ONE durable transaction (group commit): all of
-        them or none. Returns the log sequence of the last record."""
+        them or none. `written` is called once the puts are done, before the commit's syncs.
+        Returns the log sequence of the last record."""
         seq = self.next_seq
         try:
             with self._env.begin(write=True) as txn:
                 for w in group:
                     seq = self._put(txn, w, seq)
+                if written is not None:
+                    written()
         except lmdb.Error as exc:
             raise storage_error("shard commit failed", exc) from exc
         self.next_seq = seq

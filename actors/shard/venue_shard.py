@@ -457,14 +457,16 @@ class VenueShard(QuotaOps):
         else:
             self.commit_writes([writes])
 
-    def commit_writes(self, group: list[BatchWrites]) -> None:
+    def commit_writes(
+        self, group: list[BatchWrites], written: Callable[[], None] | None = None
+    ) -> None:
         """Commits writes, in order, in one durable transaction (the pipeline calls it in its
-        commit thread)."""
+        commit thread; `written` once the puts are done, before the syncs)."""
         t0 = time.perf_counter()
-        if len(group) == 1:
+        if len(group) == 1 and written is None:
             self.store.commit(group[0])
         else:
-            self.store.commit_group(group)
+            self.store.commit_group(group, written)
         self.last_commit_s = time.perf_counter() - t0
         if len(self._commit_samples) < 10_000:
             self._commit_samples.append(self.last_commit_s)

@@ -64,7 +64,7 @@ class GatedCommit:
         self.gates = [threading.Event() for _ in range(GATES)]
         self.calls = 0
 
-    def __call__(self, group: list[BatchWrites]) -> None:
+    def __call__(self, group: list[BatchWrites], written: Callable[[], None]) -> None:
         self.calls += 1
         n = self.calls
         self.groups.append(len(group))
@@ -73,7 +73,7 @@ class GatedCommit:
         assert self.gates[n - 1].wait(WAIT_S)
         if n == self.fail_on:
             raise StorageFull("shard commit failed: storage full")
-        self.shard.commit_writes(group)
+        self.shard.commit_writes(group, written)
         self.events.append(f"commit{n}-end")
 
     def open(self, *ns: int) -> None:
@@ -307,11 +307,11 @@ def _child(data_dir: str, conn: Any) -> None:
     stuck = threading.Event()
     commits = [0]
 
-    def commit(group: list[BatchWrites]) -> None:
+    def commit(group: list[BatchWrites], written: Callable[[], None]) -> None:
         commits[0] += 1
         if commits[0] >= 2:
             stuck.wait()  # the kill lands here
-        shard.commit_writes(group)
+        shard.commit_writes(group, written)
 
     async def main() -> None:
         pipe = CommitPipeline(shard, commit=commit)
