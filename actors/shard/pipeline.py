@@ -40,7 +40,7 @@ from actors.shard.store import BatchWrites
 log = logging.getLogger("passgate.pipeline")
 
 MAX_GROUP = 16  # calls per transaction at most
-# How long the loop waits at most for an idle commit thread's puts (`_hand_over`).
+# How long the loop waits at most for the commit thread's puts (`_let_puts_run`).
 HANDOVER_TIMEOUT_S = 0.05
 RETRY = "an earlier write on this shard failed to commit; retry with the same request_id"
 BROKEN = "shard storage failed and memory could not be rebuilt; the shard restarts"
@@ -65,7 +65,7 @@ class Stager(Protocol):
 class _Job:
     """One staged call's writes, or (no `done`) a barrier behind every job queued before it."""
 
-    __slots__ = ("done", "epoch", "loop", "writes", "written")
+    __slots__ = ("done", "epoch", "loop", "writes")
 
     def __init__(
         self,
@@ -78,8 +78,6 @@ class _Job:
         self.writes = writes
         self.done = done
         self.loop = loop
-        # Set by the commit thread once this job's puts are done (see `_hand_over`).
-        self.written: threading.Event | None = None
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
@@ -114,6 +112,9 @@ class CommitPipeline:
         self.failures = 0
         self.rebuilds = 0
         self._idle = True  # the commit thread waits for work
+        # Clear while the commit thread puts (it needs the GIL then), set otherwise.
+        self._quiet = threading.Event()
+        self._quiet.set()
         self._thread = threading.Thread(target=self._commit_loop, name="shard-commit", daemon=True)
         self._thread.start()
 
@@ -127,6 +128,7 @@ class CommitPipeline:
         if self._broken is not None:
             raise self._broken
         held: list[BatchWrites] = []
+        self._let_puts_run()
         try:
             result = self._shard.staged(step, held)
         except BaseException:
@@ -146,27 +148,22 @@ class CommitPipeline:
         if self.in_flight:
             self.staged_behind += 1
         self.in_flight += 1
-        job = _Job(self._epoch, held, done, loop)
-        idle = self._idle
-        if idle:
-            job.written = threading.Event()
-        self._queue.put(job)
+        if self._idle:
+            self._quiet.clear()  # the commit thread starts on this job's puts at once
+        self._queue.put(_Job(self._epoch, held, done, loop))
         self._tail = done
-        if idle:
-            self._hand_over(job)
+        self._let_puts_run()
         return done
 
-    @staticmethod
-    def _hand_over(job: _Job) -> None:
-        """Lets an idle commit thread do its puts before the loop decides on.
+    def _let_puts_run(self) -> None:
+        """Blocks the loop (the GIL released) while the commit thread puts.
 
-        py-lmdb releases the GIL around every put; while the loop decides (pure Python, holding
-        the GIL) the commit thread would wait up to the interpreter's switch interval (5 ms) to
-        get it back after each put. So the loop blocks (the GIL released) until this job's puts
-        are done, and decides the next batch while the commit syncs, which needs no GIL. A job
-        queued behind a running commit does not wait: it goes into the next group."""
-        assert job.written is not None
-        job.written.wait(HANDOVER_TIMEOUT_S)
+        py-lmdb releases the GIL around every put; were the loop deciding meanwhile (pure
+        Python, holding the GIL), the commit thread would wait up to the interpreter's switch
+        interval (5 ms) to get it back after each put. So the loop waits out the puts and
+        decides while the commit syncs, which needs no GIL."""
+        if not self._quiet.is_set():
+            self._quiet.wait(HANDOVER_TIMEOUT_S)
 
     @staticmethod
     async def _settled(done: asyncio.Future[None], *, own: bool) -> None:
@@ -241,6 +238,7 @@ class CommitPipeline:
             if carry:
                 job = carry.pop()
             else:
+                self._quiet.set()  # nothing to put until a job comes
                 self._idle = True
                 job = self._queue.get()
                 self._idle = False
@@ -274,16 +272,16 @@ class CommitPipeline:
         if first.done is None:
             return [(first, None)]
         if first.epoch <= self._dead:
-            _written(group)
             return [(job, _SKIPPED) for job in group]
+        self._quiet.clear()
         try:
-            self._commit([w for job in group for w in job.writes], lambda: _written(group))
+            self._commit([w for job in group for w in job.writes], self._quiet.set)
         except Exception as exc:
             self._dead = first.epoch
             failed: list[tuple[_Job, BaseException | None]] = [(first, exc)]
             return failed + [(job, _SKIPPED) for job in group[1:]]
         finally:
-            _written(group)
+            self._quiet.set()
         return [(job, None) for job in group]
 
     # -- figures and shutdown -------------------------------------------------------------------
@@ -309,12 +307,6 @@ class CommitPipeline:
         """Stops the commit thread after the jobs already queued."""
         self._queue.put(None)
         self._thread.join(timeout_s)
-
-
-def _written(group: list[_Job]) -> None:
-    for job in group:
-        if job.written is not None:
-            job.written.set()
 
 
 def _failed(exc: BaseException) -> str:

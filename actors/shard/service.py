@@ -63,6 +63,7 @@ class ShardService:
         that a crash test can kill the shard between two commits and prove it did (the file
         outlives the process)."""
         self._held += 1
+        written()  # no puts while held: the loop decides on meanwhile
         began = time.time()
         deadline = time.monotonic() + self._commit_delay_s
         behind = -1
