@@ -368,3 +368,42 @@ def test_sigkill_between_two_commits_then_told_equals_stored(data_dir: Path) -> 
         assert sum(told.values()) == 3 * _PER_BATCH == shard.stored_admits()
     finally:
         shard.close()
+
+
+def test_a_counters_snapshot_inside_a_group_is_tagged_with_the_log_before_it(
+    data_dir: Path,
+) -> None:
+    # Batch B is staged a second later than batch A, so it carries a counters snapshot that
+    # already counts A; both commit in one transaction. A restart replays the log after the
+    # snapshot's tag: a wrong tag would count A twice (or lose it).
+    clock = Clock()
+    shard = VenueShard(0, 1, _province(), str(data_dir), clock)
+    gated = GatedCommit(shard)
+    pipe = CommitPipeline(shard, commit=gated)
+
+    async def body() -> None:
+        first = _batch(pipe, shard, _scan("s0", "lake", "C0"))
+        await gated.wait_started()
+        a = _batch(pipe, shard, _scan("s1", "lake", "C1"), _scan("s2", "lake", "C2"))
+        await _settle()
+        clock.ms += 2000
+        b = _batch(pipe, shard, _scan("s3", "lake", "C3"))
+        await _settle()
+        gated.open_all()
+        await asyncio.gather(first, a, b)
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), WAIT_S * 3))
+        assert gated.groups == [1, 2]
+        assert shard.store.counters_snapshot() is not None
+    finally:
+        gated.open_all()
+        pipe.close()
+        shard.close()
+    again = _shard(data_dir)
+    try:
+        i = again.book.index["lake"]
+        assert int(again.counters.entries_today[i]) == 4 == again.stored_admits()
+        assert int(again.counters.occupancy[i]) == 4
+    finally:
+        again.close()
