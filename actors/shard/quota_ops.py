@@ -1,7 +1,8 @@
 """The shard's quota side: reservations, quota changes, pause/resume and live venue status.
 
-A mixin of VenueShard: Ray runs one call at a time per shard, so a slot's capacity check and its
-booking cannot interleave with another caller's.
+A mixin of VenueShard: the shard stages one call at a time, each without a pause, on its event loop
+(`actors.shard.pipeline`), so a slot's capacity check and its booking cannot interleave with
+another caller's.
 """
 
 from __future__ import annotations
