@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,9 @@ log = logging.getLogger("passgate.shard")
 HELD_MARKER = "commit-held-open"
 # After memory could not be rebuilt: time for the failed calls' answers to leave before the exit.
 FATAL_EXIT_DELAY_S = 0.2
+# The event loop, Ray's threads and the commit thread take turns at the GIL; a thread back from
+# an fsync or a put waits up to this long for it (the interpreter's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 
 
 def decide_encoded(shard: VenueShard, payload: bytes) -> bytes:
@@ -50,6 +54,7 @@ class ShardService:
         credentials_dir: str | None = None,
         commit_delay_s: float = 0.0,
     ) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.shard = VenueShard(shard_id, n_shards, province, data_dir, clock_ms, credentials_dir)
         self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
         self._commit_delay_s = commit_delay_s
