@@ -15,6 +15,7 @@ few batches in flight as the ingress sends them), each on a fresh store with rea
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from actors.codec import decode_requests_each, encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
 from actors.shard.pipeline import CommitPipeline
-from actors.shard.service import decide_encoded
+from actors.shard.service import SWITCH_INTERVAL_S, decide_encoded
 from actors.shard.store import BatchWrites, ShardStore
 from actors.shard.venue_shard import VenueShard
 from core import qr
@@ -249,14 +250,18 @@ async def _through_pipeline(
 
 
 def _time_pipelined(fx: Fixture, name: str, payloads: list[bytes], in_flight: int) -> float:
+    """As the shard actor runs it: its GIL switch interval, one pipeline over a fresh store."""
     data = fx.fresh_data_dir(name)
     shard = VenueShard(0, 1, fx.province, str(data), lambda: fx.now_ms)
     pipe = CommitPipeline(shard)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         t0 = time.perf_counter()
         asyncio.run(_through_pipeline(pipe, shard, payloads, in_flight))
         return time.perf_counter() - t0
     finally:
+        sys.setswitchinterval(interval)
         pipe.close()
         shard.close()
 
