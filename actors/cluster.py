@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -24,8 +25,20 @@ from actors.shard.store import ShardStore
 from actors.shard.venue_shard import layout_problem, shard_dir
 from core.models import PassRecord, PassStatus, Province
 
-# Retrying a batch on a restarted shard is safe: request_ids make every item idempotent.
-SHARD_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 5, "num_cpus": 0}
+# Retrying a batch on a restarted shard is safe: request_ids make every item idempotent. The
+# shard is an asyncio actor: calls run concurrently on its event loop (a batch is decided while
+# earlier ones wait for their commits) and its commit pipeline keeps the writes in order, so the
+# bound only caps the calls waiting at once.
+SHARD_OPTIONS: dict[str, Any] = {
+    "max_restarts": -1,
+    "max_task_retries": 5,
+    "num_cpus": 0,
+    "max_concurrency": 64,
+}
+# Test hook, read by start_actors only: each shard commit waits this long in the commit thread
+# first, so that a crash test can kill a shard between two commits
+# (`actors.shard.service.HELD_MARKER`).
+ENV_COMMIT_DELAY_MS = "PASSGATE_TEST_COMMIT_DELAY_MS"
 
 
 class CatalogActor(CatalogWriter):
@@ -85,6 +98,7 @@ def start_actors(
     creds = None if credentials_dir is None else str(credentials_dir)
     # The channel secret: only members of the Ray cluster learn it (through channel_address).
     channel_secret = secrets.token_bytes(32)
+    delay_s = _commit_delay_s()
     catalog = CatalogRemote.options(
         name="catalog", namespace=NAMESPACE, max_restarts=-1, max_task_retries=3, num_cpus=0
     ).remote(catalog_path(data_dir))
@@ -98,12 +112,20 @@ def start_actors(
     _await_ready({f"ledger actor {k}": led.ping.remote() for k, led in enumerate(ledgers)})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock, creds, channel_secret, ledgers
+            i, n_shards, province, str(data_dir), clock, creds, channel_secret, ledgers, delay_s
         )
         for i in range(n_shards)
     ]
     _await_ready({f"shard actor {i}": s.ping.remote() for i, s in enumerate(shards)})
     return Handles(shards, catalog, n_shards, ledgers)
+
+
+def _commit_delay_s() -> float:
+    raw = os.environ.get(ENV_COMMIT_DELAY_MS, "")
+    try:
+        return max(0.0, float(raw) / 1000) if raw else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _await_ready(pings: dict[str, Any], timeout_s: float = START_TIMEOUT_S) -> None:

@@ -6,10 +6,16 @@ best-of-N wall-clock runs, so a noisy neighbour can only make them look worse.
 The shard batch path runs twice over the same scans: with static credentials (cards) and with
 fresh signed QR codes (each verified once, claimed once), each run on its own fresh store, the two
 interleaved so that drift on a shared machine hits both alike.
+
+The same path again, committed one batch at a time (decide, durable commit, answer, next) and
+through the commit pipeline (`actors.shard.pipeline`: batch N+1 decided while N commits, with a
+few batches in flight as the ingress sends them), each on a fresh store with real commits on disk.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,10 +28,11 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
-from actors.codec import encode_batch
+from actors.codec import decode_requests_each, encode_batch
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
-from actors.shard.service import decide_encoded
+from actors.shard.pipeline import CommitPipeline
+from actors.shard.service import SWITCH_INTERVAL_S, decide_encoded
 from actors.shard.store import BatchWrites, ShardStore
 from actors.shard.venue_shard import VenueShard
 from core import qr
@@ -228,6 +235,60 @@ def bench_shard_paths(
     ]  # fmt: skip
 
 
+async def _through_pipeline(
+    pipe: CommitPipeline, shard: VenueShard, payloads: list[bytes], in_flight: int
+) -> None:
+    """Sends every payload through the pipeline with at most `in_flight` unanswered, in order."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one(payload: bytes) -> None:
+        async with gate:
+            items = decode_requests_each(payload)
+            encode_batch(await pipe.run(lambda: shard.decide_requests(items)))
+
+    await asyncio.gather(*(one(p) for p in payloads))
+
+
+def _time_pipelined(fx: Fixture, name: str, payloads: list[bytes], in_flight: int) -> float:
+    """As the shard actor runs it: its GIL switch interval, one pipeline over a fresh store."""
+    data = fx.fresh_data_dir(name)
+    shard = VenueShard(0, 1, fx.province, str(data), lambda: fx.now_ms)
+    pipe = CommitPipeline(shard)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        t0 = time.perf_counter()
+        asyncio.run(_through_pipeline(pipe, shard, payloads, in_flight))
+        return time.perf_counter() - t0
+    finally:
+        sys.setswitchinterval(interval)
+        pipe.close()
+        shard.close()
+
+
+def bench_pipeline(
+    fx: Fixture, batch: int = 256, batches: int = 100, in_flight: int = 2, runs: int = 5
+) -> list[Row]:
+    """The shard batch path, one durable commit at a time against the commit pipeline, runs
+    interleaved (best of `runs` each)."""
+    mine = [v for v in fx.venues if shard_of(v, 1) == 0]
+    n = batch * batches
+    rows = fx.requests(n, mine)
+    payloads = [encode_batch(rows[i : i + batch]) for i in range(0, n, batch)]
+    creds = fx.data / "credentials"
+    serial = piped = float("inf")
+    for r in range(runs):
+        serial = min(serial, _time_shard(fx, f"serial-{batch}-{r}", payloads, creds))
+        piped = min(piped, _time_pipelined(fx, f"piped-{batch}-{r}", payloads, in_flight))
+    gain = serial / piped - 1
+    return [
+        _row(f"shard batch path, one commit at a time (batch {batch})", serial, n,
+             f"{serial / batches * 1e3:.2f} ms per batch"),
+        _row(f"shard batch path, pipelined commit (batch {batch}, {in_flight} in flight)",
+             piped, n, f"{gain:+.0%} throughput"),
+    ]  # fmt: skip
+
+
 def bench_qr_parts(n: int = 2000) -> list[Row]:
     """Where a signed code's extra time goes: decoding it, and the one Ed25519 verification."""
     key = Ed25519PrivateKey.generate()
@@ -269,6 +330,8 @@ def run_all(n_passes: int = 50000) -> list[Row]:
         rows += [bench_commit(fx, size) for size in (1, 64, 256, 1024)]
         rows += bench_qr_parts()
         rows += bench_shard_paths(fx)
+        rows += bench_pipeline(fx, batch=256, in_flight=2)
+        rows += bench_pipeline(fx, batch=16, batches=400, in_flight=4)
         return rows
     finally:
         fx.close()

@@ -246,8 +246,13 @@ class ShardCredit:
     def committed(self, writes: BatchWrites, staged: bool = True) -> None:
         """After a commit (a batch's, `staged`, or an annul's): sends what it put in the outbox."""
         if staged:
-            self._orphans.clear()
-            self._done = []
+            # Exactly what this commit carried: with the commit pipeline, later batches may
+            # have been staged (with more) before this one became durable.
+            for key in writes.outbox:
+                self._orphans.pop(key, None)
+            if writes.outbox_done:
+                carried = set(writes.outbox_done)
+                self._done = [key for key in self._done if key not in carried]
         if writes.outbox:
             self.outbox.update(writes.outbox)
             self._send(writes.outbox)

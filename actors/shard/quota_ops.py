@@ -4,8 +4,9 @@ Reservations follow the one rule of `core.reservations` (the gate follows it too
 `VenueBook.capacity_view`): a used reservation admits its holder again within its slot's window,
 is never cancelled, and Reserve says so instead of "already reserved".
 
-A mixin of VenueShard: Ray runs one call at a time per shard, so a slot's capacity check and its
-booking cannot interleave with another caller's.
+A mixin of VenueShard: the shard stages one call at a time, each without a pause, on its event loop
+(`actors.shard.pipeline`), so a slot's capacity check and its booking cannot interleave with
+another caller's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class QuotaOps:
     counters: Any
     _clock: Any
     _apply_events: Any
+    _write: Any
 
     def _local(self, venue_id: str) -> LocalTime:
         venue = self.book.venue(venue_id)
@@ -118,7 +120,7 @@ class QuotaOps:
             writes.reservations_del.append(key)
         else:
             writes.reservations_put[key] = status
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         if day == self._local(venue_id).day:
             kind = EV_CANCEL if status is None else EV_RESERVE
@@ -147,7 +149,7 @@ class QuotaOps:
         if alerts is not None:
             changes["alerts"] = tuple(alerts)
         self.book.stage_state(venue_id, writes, **changes)
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         return [], self.venue_status(venue_id)
 
@@ -156,7 +158,7 @@ class QuotaOps:
             return None
         writes = BatchWrites()
         self.book.stage_state(venue_id, writes, paused=paused)
-        self.store.commit(writes)
+        self._write(writes)
         self.book.apply_committed(writes)
         return self.venue_status(venue_id)
 

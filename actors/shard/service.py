@@ -1,30 +1,53 @@
 """ShardService: the shard as Ray serves it. It owns the bytes on the wire (`actors.codec`) and
 hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it.
 
-An asyncio actor (decide_batch is async, so Ray runs every method on one event loop): the
-ingress's batches arrive over the channel (actors/shard/channel_server.py) served on that same
-loop; the rare admin calls stay Ray actor calls.
+An asyncio actor: every call runs on the actor's one event loop. Every write (batches, annul,
+reservations, quotas, pause) goes through one `CommitPipeline`, so batch N+1 is decided while
+batch N commits in the pipeline's commit thread, and each answer leaves after its own commit.
+Reads answer from memory or from LMDB's committed state at once. The ingress's batches arrive
+over the channel (actors/shard/channel_server.py) served on that same loop; the rare admin calls
+stay Ray actor calls. Pay-later entries ask the credit-ledger actors (actors/ledger/).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from actors.channel_frames import ChannelAddress
 from actors.codec import decode_requests_each, encode_batch
+from actors.errors import StorageError
 from actors.ledger.client import RayLedgerClient
 from actors.shard.channel_server import ChannelServer
-from actors.shard.venue_shard import VenueShard
+from actors.shard.pipeline import CommitPipeline
+from actors.shard.store import BatchWrites
+from actors.shard.venue_shard import VenueShard, shard_dir
 from core.models import Province
 from core.records import SharedFlag, Usage
 
+log = logging.getLogger("passgate.shard")
+
+# Test hook (`actors.cluster.ENV_COMMIT_DELAY_MS`): this file, in the shard's directory, names the
+# commit being held open and how many calls are staged behind it.
+HELD_MARKER = "commit-held-open"
+# After memory could not be rebuilt: time for the failed calls' answers to leave before the exit.
+FATAL_EXIT_DELAY_S = 0.2
+# The event loop, Ray's threads and the commit thread take turns at the GIL; a thread back from
+# an fsync or a put waits up to this long for it (the interpreter's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
 
 def decide_encoded(shard: VenueShard, payload: bytes) -> bytes:
-    """An encoded batch in, its encoded decisions out: the shard's wire path."""
+    """An encoded batch in, its encoded decisions out: the shard's wire path (durable commit)."""
     return encode_batch(shard.decide_requests(decode_requests_each(payload)))
 
 
@@ -39,7 +62,9 @@ class ShardService:
         credentials_dir: str | None = None,
         channel_secret: bytes | None = None,
         ledgers: list[Any] | None = None,
+        commit_delay_s: float = 0.0,
     ) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         # The credit-ledger actors (actors.ledger); the shard asks them over Ray.
         client = RayLedgerClient(ledgers) if ledgers else None
         self.shard = VenueShard(
@@ -48,12 +73,47 @@ class ShardService:
         self._secret = channel_secret or secrets.token_bytes(32)
         self._channel = ChannelServer(self.decide_batch, self._secret)
         self._channel_at: asyncio.Future[tuple[str, int]] | None = None
+        self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
+        self._commit_delay_s = commit_delay_s
+        self._held = 0
+        commit = self._held_open_commit if commit_delay_s > 0 else None
+        self.pipeline = CommitPipeline(self.shard, commit=commit, on_fatal=self._fatal)
+
+    def _held_open_commit(self, group: list[BatchWrites], written: Callable[[], None]) -> None:
+        """Test hook, in the commit thread: holds each commit back for `commit_delay_s`, while
+        the marker file names it, counts the calls staged behind it and says when it began, so
+        that a crash test can kill the shard between two commits and prove it did (the file
+        outlives the process)."""
+        self._held += 1
+        written()  # no puts while held: the loop decides on meanwhile
+        began = time.time()
+        deadline = time.monotonic() + self._commit_delay_s
+        behind = -1
+        while True:
+            queued = self.pipeline.queued()
+            if queued != behind:
+                behind = queued
+                self._marker.write_text(f"{self._held} {behind} {began:.6f}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(0.005, left))
+        self.shard.commit_writes(group, written)
+        self._marker.unlink(missing_ok=True)
+
+    def _fatal(self, exc: StorageError) -> None:
+        # Memory could not be rebuilt: exiting (not ray.actor.exit_actor) makes Ray restart the
+        # shard, which rebuilds from LMDB.
+        log.error("shard %s: %s; exiting so that Ray restarts it", self.shard.shard_id, exc)
+        asyncio.get_running_loop().call_later(FATAL_EXIT_DELAY_S, os._exit, 70)
 
     # -- writes ---------------------------------------------------------------------------------
 
     async def decide_batch(self, payload: bytes) -> bytes:
-        """Decides every request of an encoded batch; answers after the batch's one commit."""
-        return decide_encoded(self.shard, payload)
+        """Decides every request of an encoded batch; answers after the batch's own commit."""
+        items = decode_requests_each(payload)
+        shard = self.shard
+        return encode_batch(await self.pipeline.run(lambda: shard.decide_requests(items)))
 
     async def channel_address(self) -> ChannelAddress:
         """Where this shard serves its channel; starts the listener on the first call, on the
@@ -68,22 +128,29 @@ class ShardService:
             raise
         return ChannelAddress(host, port, self._secret)
 
-    def annul(
+    async def annul(
         self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
     ) -> tuple[bool, str]:
-        return self.shard.annul(request_id, venue_id, gate_id, kind, value)
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.annul(request_id, venue_id, gate_id, kind, value)
+        )
 
-    def reserve(
+    async def reserve(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
     ) -> tuple[bool, str, int, str]:
-        return self.shard.reserve(pass_id, venue_id, day, slot_id)
+        shard = self.shard
+        return await self.pipeline.run(lambda: shard.reserve(pass_id, venue_id, day, slot_id))
 
-    def cancel_reservation(
+    async def cancel_reservation(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
     ) -> tuple[bool, str, int, str]:
-        return self.shard.cancel_reservation(pass_id, venue_id, day, slot_id)
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.cancel_reservation(pass_id, venue_id, day, slot_id)
+        )
 
-    def set_quota(
+    async def set_quota(
         self,
         venue_id: str,
         daily: int,
@@ -92,36 +159,41 @@ class ShardService:
         alerts: tuple[int, int, int] | None,
         allow_overbooking: bool,
     ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
-        return self.shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
+        shard = self.shard
+        return await self.pipeline.run(
+            lambda: shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
+        )
 
-    def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
-        return self.shard.set_paused(venue_id, paused)
+    async def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
+        shard = self.shard
+        return await self.pipeline.run(lambda: shard.set_paused(venue_id, paused))
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
+    async def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
         return self.shard.usage_of(pass_id)
 
-    def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
+    async def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
         return self.shard.reservations_of(pass_id)
 
-    def shared_flags_of(self, pass_id: str) -> list[SharedFlag]:
+    async def shared_flags_of(self, pass_id: str) -> list[SharedFlag]:
         return self.shard.shared_flags_of(pass_id)
 
-    def venue_status(self, venue_id: str) -> dict[str, Any] | None:
+    async def venue_status(self, venue_id: str) -> dict[str, Any] | None:
         return self.shard.venue_status(venue_id)
 
-    def all_status(self) -> list[dict[str, Any]]:
+    async def all_status(self) -> list[dict[str, Any]]:
         return self.shard.all_status()
 
-    def stored_admits(self) -> int:
+    async def stored_admits(self) -> int:
         return self.shard.stored_admits()
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.shard.stats(), "channel_frames": self._channel.frames_served}
+    async def stats(self) -> dict[str, Any]:
+        frames = {"channel_frames": self._channel.frames_served}
+        return {**self.shard.stats(), **self.pipeline.stats(), **frames}
 
-    def pid(self) -> int:
+    async def pid(self) -> int:
         return self.shard.pid()
 
-    def ping(self) -> bool:
-        return self.shard.ping()
+    async def ping(self) -> bool:
+        return not self.pipeline.broken

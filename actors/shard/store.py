@@ -1,14 +1,16 @@
 """A shard's LMDB environment: usage, request records, decision log, venue state, reservations.
 
-Every batch is written with one write transaction (group commit) and the shard acknowledges only
-after `commit` returns. On start the shard rebuilds its memory from here. Values are tagged
-`core.records` types; keys come from `core.keys` (length-prefixed, never separator-joined).
+Every batch is written whole in one write transaction (group commit; the commit pipeline may put
+several consecutive batches in one) with LMDB's durable commit (data sync, then meta sync), and
+the shard acknowledges only after that commit returns. On start the shard rebuilds its memory from
+here. Values are tagged `core.records` types; keys come from `core.keys` (length-prefixed, never
+separator-joined).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,8 @@ class BatchWrites:
     outbox: dict[bytes, int] = field(default_factory=dict)
     outbox_done: list[bytes] = field(default_factory=list)
     credit_links: dict[bytes, CreditLink] = field(default_factory=dict)
+    # Pipelined (`actors.shard.pipeline`): what to do once these writes are durable.
+    on_durable: list[Callable[[], None]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (
@@ -102,35 +106,49 @@ class ShardStore:
 
     def commit(self, w: BatchWrites) -> int:
         """Writes the batch durably; returns the log sequence of its last record."""
+        return self.commit_group([w])
+
+    def commit_group(
+        self, group: list[BatchWrites], written: Callable[[], None] | None = None
+    ) -> int:
+        """Writes several batches, in order, in ONE durable transaction (group commit): all of
+        them or none. `written` is called once the puts are done, before the commit's syncs.
+        Returns the log sequence of the last record."""
         seq = self.next_seq
         try:
             with self._env.begin(write=True) as txn:
-                put = txn.put
-                for key, usage in w.usage.items():
-                    put(key, encode(usage), db=self._usage)
-                for key, rec in w.requests.items():
-                    put(key, encode(rec), db=self._req)
-                for key in w.expired_requests:
-                    txn.delete(key, db=self._req)
-                    txn.delete(key, db=self._links)
-                for log in w.log:
-                    put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
-                    seq += 1
-                for venue_id, state in w.venues.items():
-                    put(venue_id.encode(), encode(state), db=self._venue)
-                for key, status in w.reservations_put.items():
-                    put(key, encode(status), db=self._resv)
-                for key in w.reservations_del:
-                    txn.delete(key, db=self._resv)
-                self._put_credit(txn, w)
-                if w.counters is not None:
-                    # The snapshot precedes this batch's log: tag it with the last seq before.
-                    snap = CountersSnapshot(self.next_seq - 1, w.counters)
-                    put(_COUNTERS_KEY, encode(snap), db=self._meta)
+                for w in group:
+                    seq = self._put(txn, w, seq)
+                if written is not None:
+                    written()
         except lmdb.Error as exc:
             raise storage_error("shard commit failed", exc) from exc
         self.next_seq = seq
         return seq - 1
+
+    def _put(self, txn: lmdb.Transaction, w: BatchWrites, seq: int) -> int:
+        put = txn.put
+        if w.counters is not None:
+            # The snapshot precedes this batch's log: tag it with the last seq before.
+            put(_COUNTERS_KEY, encode(CountersSnapshot(seq - 1, w.counters)), db=self._meta)
+        for key, usage in w.usage.items():
+            put(key, encode(usage), db=self._usage)
+        for key, rec in w.requests.items():
+            put(key, encode(rec), db=self._req)
+        for key in w.expired_requests:
+            txn.delete(key, db=self._req)
+            txn.delete(key, db=self._links)
+        for log in w.log:
+            put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
+            seq += 1
+        for venue_id, state in w.venues.items():
+            put(venue_id.encode(), encode(state), db=self._venue)
+        for key, status in w.reservations_put.items():
+            put(key, encode(status), db=self._resv)
+        for key in w.reservations_del:
+            txn.delete(key, db=self._resv)
+        self._put_credit(txn, w)
+        return seq
 
     def _put_credit(self, txn: Any, w: BatchWrites) -> None:
         for key in w.outbox_done:

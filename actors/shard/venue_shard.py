@@ -14,6 +14,12 @@ shared claims store (`actors.shard.code_claims`), before the shard's own commit.
 refused with INVALID_CODE, CODE_EXPIRED or REPLAYED_CODE; at an exit it only makes the exit
 unmatched (nobody is kept inside). A retried request_id is answered from its record, never
 claimed again.
+
+Every write goes through `_write`: durably at once (the plain API: a call returns after its
+commit, and a failed commit leaves memory untouched), or, inside `staged` (the Ray shard's
+`actors.shard.pipeline.CommitPipeline`), handed to the pipeline while memory moves on, so that
+the next batch is decided while this one commits; `reload` rebuilds memory from LMDB when such a
+commit fails.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.catalog import CatalogReader, catalog_path
 from actors.errors import DataDirMismatch
@@ -82,6 +88,7 @@ _REPLAYED = (Reason.REPLAYED_CODE, LABELS[Reason.REPLAYED_CODE])
 KEY_CHECK_S = 5.0
 
 _EMPTY = Usage()
+_T = TypeVar("_T")
 
 
 def layout_problem(seen: int, asked: int) -> str:
@@ -138,6 +145,10 @@ class VenueShard(QuotaOps):
         self._clock = clock_ms or _wall_clock_ms
         data = Path(data_dir)
         owned = [v for v in province.venues.values() if shard_of(v.venue_id, n_shards) == shard_id]
+        self._owned = owned
+        self._store_path = shard_dir(data, shard_id)
+        # Open while the pipeline stages a call: `_write` collects here instead of committing.
+        self._staging: list[BatchWrites] | None = None
         self.catalog = CatalogReader(catalog_path(data))
         self.store = ShardStore(shard_dir(data, shard_id))
         self._check_layout(n_shards)
@@ -171,6 +182,23 @@ class VenueShard(QuotaOps):
             self.store.put_meta("n_shards", n_shards)
         elif seen != n_shards:
             raise DataDirMismatch(layout_problem(seen, n_shards))
+
+    def reload(self) -> None:
+        """Rebuilds memory from LMDB (reopened) as a restart would: after a pipelined commit
+        failed, memory holds batches that never reached the disk."""
+        self.store.close()
+        self.store = ShardStore(self._store_path)
+        max_slots = max([len(v.slots) for v in self._owned] + [1])
+        self.counters = CapacityCounters(max(1, len(self._owned)), max_slots)
+        self.book = VenueBook(self._owned, self.counters)
+        self.usage = {}
+        self.requests = {}
+        self._req_order = deque()
+        self._last_snapshot_ms = 0
+        # A new incarnation towards the ledger: the outbox is replayed, and the holds of batches
+        # that never reached the disk are released (`actors.shard.credit`).
+        self.credit = ShardCredit(self.shard_id, self.store, self.credit.client, self.province)
+        self._restore()
 
     def _restore(self) -> None:
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
@@ -427,25 +455,65 @@ class VenueShard(QuotaOps):
             batch.writes.counters = self.counters.snapshot()
         self.credit.stage(batch.credit, batch.writes)
         if not batch.writes.empty():
-            t0 = time.perf_counter()
             try:
-                self.store.commit(batch.writes)
+                self._write(batch.writes)
             except Exception:
                 self.credit.abandon(batch.credit)
                 raise
-            self.last_commit_s = time.perf_counter() - t0
-            if len(self._commit_samples) < 10_000:
-                self._commit_samples.append(self.last_commit_s)
         if batch.writes.counters is not None:
             self._last_snapshot_ms = now_ms
-        # Only after the commit does memory move on: a failed commit leaves no trace.
+        # Only after the commit (or, pipelined, once staged) does memory move on: a failed
+        # commit leaves no trace (pipelined: the pipeline reloads memory from LMDB).
         self.usage.update(batch.usage)
         for key, rec in batch.requests.items():
             self.requests[key] = rec
             self._req_order.append((batch.now_ms, key))
         self.book.apply_committed(batch.writes)
         self._apply_events(batch.events)
-        self.credit.committed(batch.writes)
+        writes = batch.writes
+        self._when_durable(writes, lambda: self.credit.committed(writes))
+
+    # -- commits ----------------------------------------------------------------------------------
+
+    def _write(self, writes: BatchWrites) -> None:
+        """One transaction's writes: committed durably now, or held for the pipeline's stage."""
+        if self._staging is not None:
+            self._staging.append(writes)
+        else:
+            self.commit_writes([writes])
+
+    def _when_durable(self, writes: BatchWrites, then: Callable[[], None]) -> None:
+        """Runs `then` once `writes` are durable: now, or (pipelined) after their commit. The
+        credit ledger is told of settles and releases only then, never ahead of the disk."""
+        if self._staging is not None and any(w is writes for w in self._staging):
+            writes.on_durable.append(then)
+        else:
+            then()
+
+    def commit_writes(
+        self, group: list[BatchWrites], written: Callable[[], None] | None = None
+    ) -> None:
+        """Commits writes, in order, in one durable transaction (the pipeline calls it in its
+        commit thread; `written` once the puts are done, before the syncs)."""
+        t0 = time.perf_counter()
+        if len(group) == 1 and written is None:
+            self.store.commit(group[0])
+        else:
+            self.store.commit_group(group, written)
+        self.last_commit_s = time.perf_counter() - t0
+        if len(self._commit_samples) < 10_000:
+            self._commit_samples.append(self.last_commit_s)
+
+    def staged(self, step: Callable[[], _T], held: list[BatchWrites]) -> _T:
+        """Runs one call (a batch, an annul, a quota change...) with its writes appended to `held`
+        instead of committed; memory moves on as if they had been. The caller commits them in
+        order and answers only after that commit. Should `step` raise after holding writes,
+        memory is ahead of the disk and the caller must `reload`."""
+        self._staging = held
+        try:
+            return step()
+        finally:
+            self._staging = None
 
     def _apply_events(self, events: list[tuple[str, int, int, int, int]]) -> None:
         """One numba call for all of a batch's (venue_id, day, minute, kind, slot) events."""
@@ -496,12 +564,12 @@ class VenueShard(QuotaOps):
             self.book.restore_reservation(venue_id, rec.day, rec.slot_idx, rec.pass_id, writes)
         if decision.charge_fen > 0:
             self.credit.annul(rkey, writes)
-        self.store.commit(writes)
+        self._write(writes)
         self.usage[ukey] = usage
         self.requests[rkey] = annulled
         self.book.apply_committed(writes)
         self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
-        self.credit.committed(writes, staged=False)
+        self._when_durable(writes, lambda: self.credit.committed(writes, staged=False))
         return True, "entry annulled"
 
     # -- reads ----------------------------------------------------------------------------------
