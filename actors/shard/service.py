@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from actors import gc_pauses
 from actors.channel_frames import ChannelAddress
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import StorageError
@@ -78,6 +79,8 @@ class ShardService:
         self._held = 0
         commit = self._held_open_commit if commit_delay_s > 0 else None
         self.pipeline = CommitPipeline(self.shard, commit=commit, on_fatal=self._fatal)
+        # Everything loaded so far lives as long as the process: out of the collector's way.
+        self._gc = gc_pauses.settle()
 
     def _held_open_commit(self, group: list[BatchWrites], written: Callable[[], None]) -> None:
         """Test hook, in the commit thread: holds each commit back for `commit_delay_s`, while
@@ -189,7 +192,7 @@ class ShardService:
         return self.shard.stored_admits()
 
     async def stats(self) -> dict[str, Any]:
-        frames = {"channel_frames": self._channel.frames_served}
+        frames = {"channel_frames": self._channel.frames_served, "gc_pauses": self._gc.take()}
         return {**self.shard.stats(), **self.pipeline.stats(), **frames}
 
     async def pid(self) -> int:

@@ -177,10 +177,19 @@ class ShardStore:
                 if raw is not None:
                     yield venue_id, _USAGE.decode(raw)
 
-    def get_usage(self, key: bytes) -> Usage | None:
-        with self._env.begin(db=self._usage, buffers=True) as txn:
-            raw = txn.get(key)
+    def get_usage(self, key: bytes, txn: lmdb.Transaction | None = None) -> Usage | None:
+        """One usage record; inside `txn` (a batch's `reader()`) when given, else in its own."""
+        if txn is not None:
+            raw = txn.get(key, db=self._usage)
             return None if raw is None else _USAGE.decode(raw)
+        with self._env.begin(db=self._usage, buffers=True) as own:
+            raw = own.get(key)
+            return None if raw is None else _USAGE.decode(raw)
+
+    def reader(self) -> lmdb.Transaction:
+        """A read transaction for one batch's lookups (a `with` block): one snapshot instead of a
+        transaction per item. Records committed meanwhile are in the shard's memory already."""
+        return self._env.begin(buffers=True)
 
     def iter_requests(self) -> Iterator[tuple[bytes, RequestRecord]]:
         with self._env.begin(db=self._req, buffers=True) as txn:

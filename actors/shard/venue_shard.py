@@ -149,6 +149,8 @@ class VenueShard(QuotaOps):
         self._store_path = shard_dir(data, shard_id)
         # Open while the pipeline stages a call: `_write` collects here instead of committing.
         self._staging: list[BatchWrites] | None = None
+        # The batch's read transaction on the shard store while it is decided (else None).
+        self._reading: Any = None
         self.catalog = CatalogReader(catalog_path(data))
         self.store = ShardStore(shard_dir(data, shard_id))
         self._check_layout(n_shards)
@@ -238,18 +240,23 @@ class VenueShard(QuotaOps):
         self.sharing.begin(now_ms)
         self._expire_requests(now_ms, batch.writes)
         out: list[Decision] = []
-        with self.catalog.begin() as txn:
-            problems = [req if isinstance(req, str) else request_problem(req) for req in items]
-            codes = self._screen_codes(items, problems, now_ms, txn)
-            batch.credit = self.credit.screen(self, items, problems, codes, txn, batch)
-            for i, req in enumerate(items):
-                problem = problems[i]
-                if problem is None:
-                    assert not isinstance(req, str)
-                    out.append(self._decide_one(req, batch, txn, codes.get(i), i))
-                else:
-                    rid = "" if isinstance(req, str) else req.request_id
-                    out.append(invalid(rid if text_problem(rid) is None else "", problem, now_ms))
+        with self.catalog.begin() as txn, self.store.reader() as self._reading:
+            try:
+                problems = [req if isinstance(req, str) else request_problem(req) for req in items]
+                codes = self._screen_codes(items, problems, now_ms, txn)
+                batch.credit = self.credit.screen(self, items, problems, codes, txn, batch)
+                for i, req in enumerate(items):
+                    problem = problems[i]
+                    if problem is None:
+                        assert not isinstance(req, str)
+                        out.append(self._decide_one(req, batch, txn, codes.get(i), i))
+                    else:
+                        rid = "" if isinstance(req, str) else req.request_id
+                        out.append(
+                            invalid(rid if text_problem(rid) is None else "", problem, now_ms)
+                        )
+            finally:
+                self._reading = None
         self._commit(batch, now_ms)
         self.sharing.commit()
         self.batches += 1
@@ -435,7 +442,7 @@ class VenueShard(QuotaOps):
         """The usage of (venue, pass): memory first, then LMDB (committed state), else empty."""
         usage = self.usage.get(ukey)
         if usage is None:
-            usage = self.store.get_usage(ukey)
+            usage = self.store.get_usage(ukey, self._reading)
             if usage is None:
                 return _EMPTY
             self.usage[ukey] = usage

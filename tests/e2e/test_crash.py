@@ -207,8 +207,9 @@ def test_sigkill_during_admits_loses_nothing_and_counts_nothing_twice(crash_serv
         )
     print(f"admits told {told}, stored {stored}, in doubt after the kill {doubted}")
     assert told > 100, "too few admits to say anything"
-    # The kill landed in the middle of the stream: admits before it and after the restart.
-    assert 0 < before_kill < after_restart < len(ledger.decided)
+    # The kill landed in the middle of the stream: admits before it and after the restart (none
+    # need land while the shard is down: the stream's items wait for the restarted shard).
+    assert 0 < before_kill <= after_restart < len(ledger.decided)
     assert stored == told
     assert status.entries_today == told
     _assert_the_channel_carried_it(crash_server, shard)
