@@ -257,6 +257,14 @@ class ShardCredit:
             self.outbox.update(writes.outbox)
             self._send(writes.outbox)
 
+    def abandon_outbox(self, writes: BatchWrites) -> None:
+        """A pipelined batch's commit failed or was skipped: every hold it settled or released
+        is released (at once, and again by the next durable commit's outbox)."""
+        releases = dict.fromkeys(writes.outbox, RELEASE)
+        if releases:
+            self._orphans.update(releases)
+            self._send(releases)
+
     def abandon(self, found: BatchCredit | None) -> None:
         """The commit failed: nothing of the batch stands, so its holds must go."""
         if found is not None:

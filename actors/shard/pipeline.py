@@ -193,6 +193,9 @@ class CommitPipeline:
             if not done.done():
                 done.set_result(None)
             return
+        for writes in job.writes:
+            for then in writes.on_failed:
+                then()
         if outcome is _SKIPPED:
             self._held_errors.append((done, ShardUnavailable(RETRY)))
             return

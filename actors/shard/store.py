@@ -63,6 +63,8 @@ class BatchWrites:
     credit_links: dict[bytes, CreditLink] = field(default_factory=dict)
     # Pipelined (`actors.shard.pipeline`): what to do once these writes are durable.
     on_durable: list[Callable[[], None]] = field(default_factory=list)
+    # Pipelined: what to do if they never become durable (their commit failed or was skipped).
+    on_failed: list[Callable[[], None]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (

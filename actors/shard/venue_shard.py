@@ -197,9 +197,9 @@ class VenueShard(QuotaOps):
         self.requests = {}
         self._req_order = deque()
         self._last_snapshot_ms = 0
-        # A new incarnation towards the ledger: the outbox is replayed, and the holds of batches
-        # that never reached the disk are released (`actors.shard.credit`).
-        self.credit = ShardCredit(self.shard_id, self.store, self.credit.client, self.province)
+        # The holds of the batches that never reached the disk were released as their commits
+        # failed (`abandon_outbox`); the credit side keeps its incarnation and reads the new store.
+        self.credit.store = self.store
         self._restore()
 
     def _restore(self) -> None:
@@ -479,6 +479,9 @@ class VenueShard(QuotaOps):
         self._apply_events(batch.events)
         writes = batch.writes
         self._when_durable(writes, lambda: self.credit.committed(writes))
+        if self._staging is not None and any(w is writes for w in self._staging):
+            # Pipelined: should the commit fail, memory is rebuilt from LMDB and these holds go.
+            writes.on_failed.append(lambda: self.credit.abandon_outbox(writes))
 
     # -- commits ----------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ the ledger through the in-process client."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors.catalog import CatalogWriter, catalog_path
-from actors.errors import DataDirMismatch
+from actors.errors import DataDirMismatch, ShardUnavailable, StorageFull
 from actors.ledger.client import LocalLedgerClient
 from actors.ledger.ledger import Ledger, LedgerService, check_ledger_count
 from actors.ledger.store import LedgerStore, ledger_dir
+from actors.shard.pipeline import CommitPipeline
+from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard
 from core.credit import Charge, ChargeState, HoldAnswer, HoldAsk, HoldCall, Outcomes, Owner
 from core.keys import charge_key, request_key
@@ -375,3 +380,46 @@ def test_after_an_unanswered_hold_the_shard_does_not_wait_again_at_once(
     [ok] = _decide(shard, _req("r2", "zoo"))
     assert ok.allowed and shard.credit.asked == 2
     shard.close()
+
+
+def test_pipelined_the_ledger_hears_only_of_durable_entries(data_dir: Path, ledger: Ledger) -> None:
+    """Through the commit pipeline: a charge is settled only once its entry's commit returned,
+    and a commit that fails releases the holds of its batch and of the batch staged behind it;
+    the gates' retries are then charged once."""
+    shard = _shard(data_dir, LocalLedgerClient([ledger]))
+    fail_next = threading.Event()
+    fail_next.set()
+    release = threading.Event()
+
+    def commit(group: list[BatchWrites], written: Callable[[], None]) -> None:
+        assert release.wait(10)
+        if fail_next.is_set():
+            fail_next.clear()
+            raise StorageFull("shard commit failed: storage full")
+        shard.commit_writes(group, written)
+
+    pipe = CommitPipeline(shard, commit=commit)
+
+    async def body() -> None:
+        first = asyncio.create_task(pipe.run(lambda: shard.decide_requests([_req("p1", "lake")])))
+        second = asyncio.create_task(pipe.run(lambda: shard.decide_requests([_req("p2", "hill")])))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        # Both decided and held, neither durable: the ledger holds them, settles neither.
+        assert sorted(s for _, s in _states(ledger)) == [ChargeState.HELD, ChargeState.HELD]
+        release.set()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert isinstance(results[0], StorageFull) and isinstance(results[1], ShardUnavailable)
+        assert _owed(ledger) == 0, "holds of batches that never reached the disk must go"
+        [a] = await pipe.run(lambda: shard.decide_requests([_req("p1", "lake")]))
+        [b] = await pipe.run(lambda: shard.decide_requests([_req("p2", "hill")]))
+        assert a.allowed and a.pay_later and b.allowed and b.pay_later
+        assert _owed(ledger) == a.charge_fen + b.charge_fen
+        assert [s for _, s in _states(ledger)].count(ChargeState.SETTLED) == 2
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 30))
+    finally:
+        release.set()
+        pipe.close()
+        shard.close()
