@@ -30,6 +30,7 @@ from pathlib import Path
 import lmdb
 
 from actors.errors import storage_error
+from actors.shard import node_env
 from core.qr import KEY_ID_RE, public_key_bytes
 
 log = logging.getLogger("passgate.codes")
@@ -70,58 +71,12 @@ class Claim:
     check_only: bool = False
 
 
-class _Shared:
-    __slots__ = ("env", "users")
-
-    def __init__(self, env: lmdb.Environment) -> None:
-        self.env = env
-        self.users = 0
-
-
-# LMDB allows one open of an environment per process; shards constructed side by side in one
-# process (unit tests, benchmarks) share it.
-_OPEN: dict[str, _Shared] = {}
-
-
-def _acquire(path: Path) -> lmdb.Environment:
-    path.mkdir(parents=True, exist_ok=True)
-    name = str(path.resolve())
-    shared = _OPEN.get(name)
-    if shared is None:
-        try:
-            env = lmdb.open(
-                name,
-                map_size=CODES_MAP_SIZE,
-                max_dbs=2,
-                sync=False,
-                metasync=False,
-                readahead=False,
-                max_readers=1024,
-            )
-        except lmdb.Error as exc:
-            raise storage_error(f"cannot open code claims at {path}", exc) from exc
-        shared = _OPEN[name] = _Shared(env)
-    shared.users += 1
-    return shared.env
-
-
-def _release(path: Path) -> None:
-    name = str(path.resolve())
-    shared = _OPEN.get(name)
-    if shared is None:
-        return
-    shared.users -= 1
-    if shared.users == 0:
-        del _OPEN[name]
-        shared.env.close()
-
-
 class CodeClaims:
     """The node's claims of signed codes: one write transaction per batch."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._env = _acquire(path)
+        self._env = node_env.acquire(path, CODES_MAP_SIZE, 2, "code claims")
         self._claims = self._env.open_db(b"claims")
         # expiry_ms (8 bytes, big-endian) + claim key -> b"": purges in expiry order.
         self._expiry = self._env.open_db(b"expiry")
@@ -188,7 +143,7 @@ class CodeClaims:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release(self._path)
+            node_env.release(self._path)
 
 
 class IssuerKeys:

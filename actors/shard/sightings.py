@@ -32,6 +32,7 @@ from typing import Any
 import lmdb
 
 from actors.errors import storage_error
+from actors.shard import node_env
 from core.models import (
     Direction,
     Outcome,
@@ -72,58 +73,13 @@ def pass_key(pass_id: str) -> bytes:
     return hashlib.blake2b(pass_id.encode(), digest_size=_PASS_KEY).digest()
 
 
-class _Shared:
-    __slots__ = ("env", "users")
-
-    def __init__(self, env: lmdb.Environment) -> None:
-        self.env = env
-        self.users = 0
-
-
-# LMDB allows one open of an environment per process; shards side by side in one process share it.
-_OPEN: dict[str, _Shared] = {}
-
-
-def _acquire(path: Path) -> lmdb.Environment:
-    path.mkdir(parents=True, exist_ok=True)
-    name = str(path.resolve())
-    shared = _OPEN.get(name)
-    if shared is None:
-        try:
-            env = lmdb.open(
-                name,
-                map_size=SIGHTINGS_MAP_SIZE,
-                max_dbs=4,
-                sync=False,
-                metasync=False,
-                readahead=False,
-                max_readers=1024,
-            )
-        except lmdb.Error as exc:
-            raise storage_error(f"cannot open sightings at {path}", exc) from exc
-        shared = _OPEN[name] = _Shared(env)
-    shared.users += 1
-    return shared.env
-
-
-def _release(path: Path) -> None:
-    name = str(path.resolve())
-    shared = _OPEN.get(name)
-    if shared is None:
-        return
-    shared.users -= 1
-    if shared.users == 0:
-        del _OPEN[name]
-        shared.env.close()
-
-
 class SightingsStore:
     """The node's last sighting per pass and its recent shared-card flags."""
 
     def __init__(self, path: Path, keep_ms: int) -> None:
         self._path = path
         self.keep_ms = max(MIN_KEEP_MS, keep_ms)
-        self._env = _acquire(path)
+        self._env = node_env.acquire(path, SIGHTINGS_MAP_SIZE, 4, "sightings")
         self._last = self._env.open_db(b"last")  # pass key -> Sighting
         self._expiry = self._env.open_db(b"expiry")  # at_ms + pass key -> b""
         self._flags = self._env.open_db(b"flags")  # pass key + at_ms + venue -> SharedFlag
@@ -218,7 +174,7 @@ class SightingsStore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release(self._path)
+            node_env.release(self._path)
 
 
 class SharedCards:
