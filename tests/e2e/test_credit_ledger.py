@@ -281,7 +281,8 @@ def _check_debts(server: Server, told: Told, holders: list[str], pairs: dict[str
             mine = {rid for rid in admitted if pairs[rid] == holder}
             assert credit.debt_fen == owed.get(holder, 0) <= LIMIT, holder
             assert counted == mine, holder
-            assert all(c.state == SETTLED for c in credit.charges if c.request_id in mine)
+            unsettled = [c for c in credit.charges if c.request_id in mine and c.state != SETTLED]
+            assert not unsettled, f"{holder}: admitted but not settled: {unsettled}"
     return len(admitted)
 
 
