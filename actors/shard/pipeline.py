@@ -134,6 +134,7 @@ class CommitPipeline:
         except BaseException:
             if held:
                 self._poison()  # memory moved on for writes that will never be committed
+                _never_durable(held)
             raise
         if held:
             await self._settled(self._enqueue(held), own=True)
@@ -193,9 +194,7 @@ class CommitPipeline:
             if not done.done():
                 done.set_result(None)
             return
-        for writes in job.writes:
-            for then in writes.on_failed:
-                then()
+        _never_durable(job.writes)
         if outcome is _SKIPPED:
             self._held_errors.append((done, ShardUnavailable(RETRY)))
             return
@@ -313,6 +312,13 @@ class CommitPipeline:
         """Stops the commit thread after the jobs already queued."""
         self._queue.put(None)
         self._thread.join(timeout_s)
+
+
+def _never_durable(held: list[BatchWrites]) -> None:
+    """Writes that will never be committed: what depended on them lets go (credit holds)."""
+    for writes in held:
+        for then in writes.on_failed:
+            then()
 
 
 def _failed(exc: BaseException) -> str:
