@@ -41,7 +41,6 @@ PURGE_MAX = 10_000  # expired claims deleted per purge, so one batch never pays 
 ENV_CREDENTIALS = "PASSGATE_CREDENTIALS"
 
 _VALUE = struct.Struct(">Q16s")  # expiry_ms, owner
-_EXPIRY = struct.Struct(">Q")
 
 
 def codes_path(data_dir: Path) -> Path:
@@ -105,28 +104,16 @@ class CodeClaims:
                 return owner != c.owner
         if not c.check_only:
             txn.put(c.key, _VALUE.pack(c.expiry_ms, c.owner), db=self._claims)
-            txn.put(_EXPIRY.pack(c.expiry_ms) + c.key, b"", db=self._expiry)
+            txn.put(node_env.stamp_key(c.expiry_ms, c.key), b"", db=self._expiry)
         return False
 
     def _purge(self, txn: lmdb.Transaction, now_ms: int) -> int:
         """Deletes up to PURGE_MAX claims whose window has passed; returns how many."""
-        cur = txn.cursor(db=self._expiry)
-        done = 0
-        if not cur.first():
-            return 0
-        while done < PURGE_MAX:
-            key = cur.key()
-            if not key or _EXPIRY.unpack_from(key)[0] > now_ms:
-                break
-            code = bytes(key[_EXPIRY.size :])
-            raw = txn.get(code, db=self._claims)
-            # A later claim of the same code (after this one expired) keeps its own entry.
-            if raw is not None and _VALUE.unpack(raw)[0] <= now_ms:
-                txn.delete(code, db=self._claims)
-            done += 1
-            if not cur.delete():
-                break
-        return done
+        # A later claim of the same code (after this one expired) keeps its own entry.
+        return node_env.purge_index(
+            txn, self._expiry, self._claims, now_ms, PURGE_MAX,
+            lambda raw: _VALUE.unpack(raw)[0] <= now_ms,
+        )  # fmt: skip
 
     def purge(self, now_ms: int) -> int:
         """Purges expired claims now (tests and tools; batches purge on their own)."""

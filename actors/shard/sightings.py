@@ -27,7 +27,6 @@ import logging
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
@@ -105,11 +104,11 @@ class SightingsStore:
             with self._env.begin(write=True) as txn:
                 for key, sighting in seen.items():
                     txn.put(key, encode(sighting), db=self._last)
-                    txn.put(_TIME.pack(sighting.at_ms) + key, b"", db=self._expiry)
+                    txn.put(node_env.stamp_key(sighting.at_ms, key), b"", db=self._expiry)
                 for key, flag in flags:
                     fkey = key + _TIME.pack(flag.at_ms) + flag.venue_id.encode()
                     txn.put(fkey, encode(flag), db=self._flags)
-                    txn.put(_TIME.pack(flag.at_ms) + fkey, b"", db=self._flag_expiry)
+                    txn.put(node_env.stamp_key(flag.at_ms, fkey), b"", db=self._flag_expiry)
                 if purge:
                     self._purge(txn, now_ms)
         except lmdb.Error as exc:
@@ -118,32 +117,16 @@ class SightingsStore:
             self._next_purge_ms = now_ms + PURGE_EVERY_MS
 
     def _purge(self, txn: lmdb.Transaction, now_ms: int) -> int:
-        done = self._purge_index(txn, self._expiry, self._last, now_ms - self.keep_ms, True)
-        return done + self._purge_index(
-            txn, self._flag_expiry, self._flags, now_ms - FLAG_KEEP_MS, False
+        # A sighting rewritten since (a newer one of the pass) is kept; flags are never rewritten.
+        before_ms = now_ms - self.keep_ms
+        done = node_env.purge_index(
+            txn, self._expiry, self._last, before_ms, PURGE_MAX,
+            lambda raw: _SIGHTING.decode(raw).at_ms <= before_ms,
+        )  # fmt: skip
+        flags_before_ms = now_ms - FLAG_KEEP_MS
+        return done + node_env.purge_index(
+            txn, self._flag_expiry, self._flags, flags_before_ms, PURGE_MAX
         )
-
-    def _purge_index(
-        self, txn: lmdb.Transaction, index: Any, db: Any, before_ms: int, check: bool
-    ) -> int:
-        """Deletes up to PURGE_MAX entries of `db` stamped at or before `before_ms`, oldest first.
-        With `check`, an entry rewritten since (a newer sighting of the pass) is kept."""
-        cur = txn.cursor(db=index)
-        done = 0
-        if not cur.first():
-            return 0
-        while done < PURGE_MAX:
-            ikey = cur.key()
-            if not ikey or _TIME.unpack_from(ikey)[0] > before_ms:
-                break
-            key = bytes(ikey[_TIME.size :])
-            raw = txn.get(key, db=db)
-            if raw is not None and (not check or _SIGHTING.decode(raw).at_ms <= before_ms):
-                txn.delete(key, db=db)
-            done += 1
-            if not cur.delete():
-                break
-        return done
 
     def purge(self, now_ms: int) -> int:
         """Purges expired sightings and flags now (tests and tools; writes purge on their own)."""
