@@ -115,9 +115,13 @@ class Ledger:
         self.decided: dict[str, gate_pb2.Decision] = {}
         self.in_doubt: dict[str, gate_pb2.ValidateRequest] = {}
 
+    def still_open(self, d: gate_pb2.Decision | None) -> bool:
+        """No answer (an error): the request may or may not have been decided."""
+        return d is None
+
     def record(self, r: gate_pb2.ValidateRequest, d: gate_pb2.Decision | None) -> None:
         with self.lock:
-            if d is None:
+            if self.still_open(d):
                 self.in_doubt[r.request_id] = r
             else:
                 self.in_doubt.pop(r.request_id, None)

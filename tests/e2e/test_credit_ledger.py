@@ -32,6 +32,7 @@ from actors.routing import shard_of
 from proto.passgate.v1 import common_pb2, gate_pb2, gate_pb2_grpc, passes_pb2, passes_pb2_grpc
 from tests.e2e.conftest import CARD, FROZEN, TEST_PROVINCE
 from tests.e2e.harness import Server, running_server
+from tests.e2e.test_crash import Ledger
 
 pytestmark = pytest.mark.e2e
 
@@ -204,22 +205,12 @@ def test_annul_releases_the_charge(wide_server: Server) -> None:
 # -- many gates at once ---------------------------------------------------------------------------
 
 
-class Told:
+class Told(Ledger):
     """What the gates were told, and which requests are still in doubt."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.decided: dict[str, gate_pb2.Decision] = {}
-        self.in_doubt: dict[str, gate_pb2.ValidateRequest] = {}
-
-    def record(self, r: gate_pb2.ValidateRequest, d: gate_pb2.Decision | None) -> None:
-        with self.lock:
-            # "Retry" answers are not recorded by the server: the request is still open.
-            if d is None or d.message.startswith(UNAVAILABLE):
-                self.in_doubt[r.request_id] = r
-            else:
-                self.in_doubt.pop(r.request_id, None)
-                self.decided[r.request_id] = d
+    def still_open(self, d: gate_pb2.Decision | None) -> bool:
+        # "Retry" answers are not recorded by the server: the request is still open.
+        return d is None or d.message.startswith(UNAVAILABLE)
 
     def charges_by_holder(self, requests: dict[str, str]) -> dict[str, int]:
         owed: dict[str, int] = {}
