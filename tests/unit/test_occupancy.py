@@ -48,6 +48,7 @@ from core.occupancy import (
     survival_table,
 )
 from core.records import Request
+from tests.unit.test_shard import Clock
 
 DAY = date(2026, 10, 1).toordinal()
 WIDTH = TAIL + MINUTES_PER_DAY
@@ -291,14 +292,6 @@ def _province() -> Province:
     return Province("Test", "Asia/Shanghai", venues, {"annual": product})
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.ms = NOW_MS
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     writer = CatalogWriter(catalog_path(tmp_path))
@@ -327,7 +320,7 @@ def _reasons(shard: VenueShard, venue: str, cards: range, exit_: bool = False) -
 
 
 def test_a_shard_admits_again_once_estimated_visitors_have_left(data_dir: Path) -> None:
-    clock = _Clock()
+    clock = Clock()
     shard = VenueShard(0, 1, _province(), str(data_dir), clock)
     ok, full = Reason.OK, Reason.VENUE_FULL
     # One batch: three in, the fourth refused against the batch's own running estimate.
@@ -345,7 +338,7 @@ def test_a_shard_admits_again_once_estimated_visitors_have_left(data_dir: Path) 
 
 
 def test_a_restarted_shard_estimates_the_same(data_dir: Path) -> None:
-    clock = _Clock()
+    clock = Clock()
     shard = VenueShard(0, 1, _province(), str(data_dir), clock)
     _reasons(shard, "trail", range(3))
     clock.ms += 30 * MINUTE_MS
@@ -359,7 +352,7 @@ def test_a_restarted_shard_estimates_the_same(data_dir: Path) -> None:
 
 
 def test_a_shard_empties_a_venue_at_its_everyone_out_time(data_dir: Path) -> None:
-    clock = _Clock()
+    clock = Clock()
     shard = VenueShard(0, 1, _province(), str(data_dir), clock)
     assert _reasons(shard, "peak", range(4)) == [Reason.OK] * 3 + [Reason.VENUE_FULL]
     clock.ms += 29 * MINUTE_MS
@@ -372,7 +365,7 @@ def test_a_shard_empties_a_venue_at_its_everyone_out_time(data_dir: Path) -> Non
 
 
 def test_a_counted_venue_in_the_same_shard_is_unchanged(data_dir: Path) -> None:
-    clock = _Clock()
+    clock = Clock()
     shard = VenueShard(0, 1, _province(), str(data_dir), clock)
     assert _reasons(shard, "hall", range(4)) == [Reason.OK] * 3 + [Reason.VENUE_FULL]
     clock.ms += 8 * 60 * MINUTE_MS

@@ -40,6 +40,7 @@ from core.models import (
     VenueRule,
 )
 from core.records import Decision, LogRecord, Request, SharedFlag, Sighting, decoder, encode
+from tests.unit.test_shard import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -240,14 +241,6 @@ def _province() -> Province:
         "refuse": Product("refuse", "Refuses", rules, shared_card=SharedCardPolicy.REFUSE),
     }
     return Province("T", "Asia/Shanghai", venues, products)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = NOW_MS
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 @pytest.fixture
