@@ -461,9 +461,16 @@ class VenueShard(QuotaOps):
             # this batch's records included.
             batch.writes.counters = self.counters.snapshot()
         self.credit.stage(batch.credit, batch.writes)
-        if not batch.writes.empty():
+        writes = batch.writes
+        if not writes.empty():
             try:
-                self._write(batch.writes)
+                # The ledger hears of settles and releases once they are on disk; should a
+                # pipelined commit never get there, the batch's holds go.
+                self._write(
+                    writes,
+                    durable=lambda: self.credit.committed(writes),
+                    lost=lambda: self.credit.abandon_outbox(writes),
+                )
             except Exception:
                 self.credit.abandon(batch.credit)
                 raise
@@ -477,28 +484,28 @@ class VenueShard(QuotaOps):
             self._req_order.append((batch.now_ms, key))
         self.book.apply_committed(batch.writes)
         self._apply_events(batch.events)
-        writes = batch.writes
-        self._when_durable(writes, lambda: self.credit.committed(writes))
-        if self._staging is not None and any(w is writes for w in self._staging):
-            # Pipelined: should the commit fail, memory is rebuilt from LMDB and these holds go.
-            writes.on_failed.append(lambda: self.credit.abandon_outbox(writes))
 
     # -- commits ----------------------------------------------------------------------------------
 
-    def _write(self, writes: BatchWrites) -> None:
-        """One transaction's writes: committed durably now, or held for the pipeline's stage."""
-        if self._staging is not None:
-            self._staging.append(writes)
-        else:
+    def _write(
+        self,
+        writes: BatchWrites,
+        durable: Callable[[], None] | None = None,
+        lost: Callable[[], None] | None = None,
+    ) -> None:
+        """One transaction's writes: committed durably now, or held for the pipeline's stage.
+        `durable` runs once they are on disk (now, or after the pipeline's commit); `lost` if a
+        held commit fails or is skipped."""
+        if self._staging is None:
             self.commit_writes([writes])
-
-    def _when_durable(self, writes: BatchWrites, then: Callable[[], None]) -> None:
-        """Runs `then` once `writes` are durable: now, or (pipelined) after their commit. The
-        credit ledger is told of settles and releases only then, never ahead of the disk."""
-        if self._staging is not None and any(w is writes for w in self._staging):
-            writes.on_durable.append(then)
-        else:
-            then()
+            if durable is not None:
+                durable()
+            return
+        self._staging.append(writes)
+        if durable is not None:
+            writes.on_durable.append(durable)
+        if lost is not None:
+            writes.on_failed.append(lost)
 
     def commit_writes(
         self, group: list[BatchWrites], written: Callable[[], None] | None = None
@@ -574,12 +581,11 @@ class VenueShard(QuotaOps):
             self.book.restore_reservation(venue_id, rec.day, rec.slot_idx, rec.pass_id, writes)
         if decision.charge_fen > 0:
             self.credit.annul(rkey, writes)
-        self._write(writes)
+        self._write(writes, durable=lambda: self.credit.committed(writes, staged=False))
         self.usage[ukey] = usage
         self.requests[rkey] = annulled
         self.book.apply_committed(writes)
         self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
-        self._when_durable(writes, lambda: self.credit.committed(writes, staged=False))
         return True, "entry annulled"
 
     # -- reads ----------------------------------------------------------------------------------
