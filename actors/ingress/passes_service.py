@@ -200,15 +200,16 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
-        credit_view = asyncio.ensure_future(self._credit(rec))
         shards = self._h.shards
-        # Usage, reservations and shared-card flags from every shard, all calls at once.
-        answers, flags = await asyncio.gather(
+        # Usage, reservations and shared-card flags from every shard, and the pass's credit from
+        # its ledger: all calls at once.
+        answers, flags, credit = await asyncio.gather(
             asyncio.gather(
                 *(s.usage_of.remote(rec.pass_id) for s in shards),
                 *(s.reservations_of.remote(rec.pass_id) for s in shards),
             ),
             self._shared_flags(rec.pass_id),
+            self._credit(rec),
         )
         parts: list[list[tuple[str, Usage]]] = answers[: len(shards)]
         held: list[list[tuple[str, int, str, str, int, int]]] = answers[len(shards) :]
@@ -229,7 +230,6 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         reservations = [_held(row) for row in rows]
         view = _pass_view(pass_proto(rec), usage, reservations)
         view.shared_card_flags.extend(shared_flag_proto(f) for f in flags)
-        credit = await credit_view
         if credit is not None:
             view.credit.CopyFrom(credit)
         return view
