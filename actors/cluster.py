@@ -105,7 +105,7 @@ def start_actors(
     _await_ready({"the catalog actor": catalog.ping.remote()})
     ledgers = [
         LedgerActor.options(name=f"ledger-{k}", namespace=NAMESPACE, **LEDGER_OPTIONS).remote(
-            k, n_ledgers, str(data_dir)
+            k, n_ledgers, str(data_dir), channel_secret
         )
         for k in range(n_ledgers)
     ]

@@ -2,7 +2,7 @@
 
 One asyncio Ray actor with an echo handler (so only the transport is measured) answers the same
 encoded batches both ways: as `decide_batch.remote(payload)` and as a frame on its channel
-(actors/shard/channel_server.py, on the actor's own event loop), called from a uvloop driver as
+(actors/channel_server.py, on the actor's own event loop), called from a uvloop driver as
 the ingress calls them. For each batch size it reports, per batch, the wall time one at a time,
 the CPU time spent in the caller and in the actor process, and the calls per second with 4 in
 flight. CPU times are process times (every thread, Ray's own included) divided by calls.
@@ -23,10 +23,10 @@ from typing import Any
 import ray
 import uvloop
 
+from actors.channel_client import ChannelClient
 from actors.channel_frames import ChannelAddress
+from actors.channel_server import ChannelServer
 from actors.codec import encode_batch
-from actors.ingress.channel_client import ChannelClient
-from actors.shard.channel_server import ChannelServer
 from core.models import CredentialKind
 from core.records import Request
 

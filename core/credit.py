@@ -110,6 +110,14 @@ class Outcomes(msgspec.Struct, array_like=True, frozen=True, gc=False):
     release: list[bytes] = []
 
 
+class LedgerCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One call on a shard's channel to a ledger shard: a hold (answered with its
+    `list[HoldAnswer]`) or outcomes to apply (answered with nothing); exactly one of the two."""
+
+    hold: HoldCall | None = None
+    outcomes: Outcomes | None = None
+
+
 class OutboxRecord(msgspec.Struct, array_like=True, tag="outbox/1", gc=False):
     """A shard's note, committed with its entries, of what the ledger must still hear about one
     charge: settle (the entry stands) or release. Deleted once the ledger has taken it."""

@@ -27,11 +27,11 @@ from grpc_reflection.v1alpha import reflection
 
 from actors import gc_pauses
 from actors.catalog import CatalogReader, catalog_path
+from actors.channel_client import ChannelClient
 from actors.channel_frames import ChannelAddress
 from actors.ingress import connections, metrics
 from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.ingress.batcher import ShardBatcher
-from actors.ingress.channel_client import ChannelClient
 from actors.ingress.error_map import ErrorMapInterceptor
 from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService

@@ -2,22 +2,34 @@
 
 A plain class (constructed directly in tests) over `core.credit.CreditBook` and its LMDB store:
 every call changes memory, writes the changes in one transaction and only then answers. A failed
-write puts memory back as the store has it. `LedgerService` is what Ray serves: the same calls
-with their records encoded. Without a store (a shard's unit tests) nothing is durable.
+write puts memory back as the store has it. Without a store (a shard's unit tests) nothing is
+durable.
+
+`LedgerService` is what Ray serves, an asyncio actor. The shards' holds and outcomes, many per
+second, arrive over a channel (`actors/channel_server.py`, the same frames and secret as the
+ingress-to-shard channel) served on the actor's loop: `LedgerCall` frames. Ray stays the owner of
+the actor and its discovery (`channel_address`), and carries the rare calls: a shard's recovery
+at start, GetPass's `charges_of`, stats.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-from actors.errors import DataDirMismatch
+import msgspec
+import ray
+
+from actors.channel_frames import ChannelAddress
+from actors.channel_server import ChannelServer
+from actors.errors import BadRequest, DataDirMismatch
 from actors.ledger.store import LedgerStore, ledger_dir
-from core.credit import Charge, CreditBook, HoldAnswer, HoldCall, Outcomes, Owner
+from core.credit import Charge, CreditBook, HoldAnswer, HoldCall, LedgerCall, Outcomes, Owner
+from core.keys import charge_pass_id
 from core.records import decoder, encode
 
-_HOLD_CALL = decoder(HoldCall)
-_OUTCOMES = decoder(Outcomes)
+_CALL = decoder(LedgerCall)
 _RECOVERY = decoder(tuple[Owner, Outcomes])
 
 
@@ -49,13 +61,21 @@ class Ledger:
     def hold(self, call: HoldCall) -> list[HoldAnswer]:
         """One batch's asks, in order: each sees the charges granted before it."""
         changed: dict[bytes, Charge] = {}
-        answers = [self.book.hold(call.owner, ask, changed) for ask in call.asks]
+        try:
+            answers = [self.book.hold(call.owner, ask, changed) for ask in call.asks]
+        except Exception:
+            self._reload()  # an ask failed half-way: nothing of this call happened
+            raise
         self._commit(changed)
         return answers
 
     def apply(self, outcomes: Outcomes) -> None:
         changed: dict[bytes, Charge] = {}
-        self.book.apply(outcomes, changed)
+        try:
+            self.book.apply(outcomes, changed)
+        except Exception:
+            self._reload()
+            raise
         self._commit(changed)
 
     def recover(self, owner: Owner, outcomes: Outcomes) -> int:
@@ -102,7 +122,9 @@ class LedgerService:
     """The ledger as Ray serves it: opens its store under the data directory, checks the
     ledger count it began with, notes its pid (crash tests), and takes encoded records."""
 
-    def __init__(self, index: int, n_ledgers: int, data_dir: str) -> None:
+    def __init__(
+        self, index: int, n_ledgers: int, data_dir: str, channel_secret: bytes | None = None
+    ) -> None:
         path = ledger_dir(Path(data_dir), index)
         store = LedgerStore(path)
         seen = store.get_meta("n_ledgers")
@@ -112,27 +134,57 @@ class LedgerService:
             store.close()
             raise DataDirMismatch(ledger_layout_problem(int(str(seen)), n_ledgers))
         self.ledger = Ledger(store)
+        self._channel = ChannelServer(self.serve_call, channel_secret or secrets.token_bytes(32))
         (path / "pid").write_text(str(os.getpid()))
 
-    def hold(self, payload: bytes) -> bytes:
-        return encode(self.ledger.hold(_HOLD_CALL.decode(payload)))
+    async def serve_call(self, payload: bytes) -> bytes:
+        """One channel frame: a `LedgerCall`, answered after its transaction committed."""
+        return serve_call(self.ledger, payload)
 
-    def apply(self, payload: bytes) -> bool:
-        self.ledger.apply(_OUTCOMES.decode(payload))
-        return True
+    async def channel_address(self) -> ChannelAddress:
+        """Where the shards reach this ledger (listening starts on the first call)."""
+        return await self._channel.address(ray.util.get_node_ip_address())
 
-    def recover(self, payload: bytes) -> int:
+    async def recover(self, payload: bytes) -> int:
         owner, outcomes = _RECOVERY.decode(payload)
         return self.ledger.recover(owner, outcomes)
 
-    def charges_of(self, pass_id: str) -> bytes:
+    async def charges_of(self, pass_id: str) -> bytes:
         return encode(self.ledger.charges_of(pass_id))
 
-    def stats(self) -> dict[str, int]:
-        return self.ledger.stats()
+    async def stats(self) -> dict[str, int]:
+        return {**self.ledger.stats(), "channel_frames": self._channel.frames_served}
 
-    def pid(self) -> int:
+    async def pid(self) -> int:
         return os.getpid()
 
-    def ping(self) -> bool:
+    async def ping(self) -> bool:
         return True
+
+
+def serve_call(ledger: Ledger, payload: bytes) -> bytes:
+    """A `LedgerCall`'s answer: the encoded `list[HoldAnswer]` of a hold, nothing for outcomes."""
+    try:
+        call = _CALL.decode(payload)
+    except msgspec.DecodeError:
+        raise BadRequest("ledger call", "malformed") from None
+    if (call.hold is None) == (call.outcomes is None):
+        raise BadRequest("ledger call", "exactly one of hold and outcomes")
+    if call.hold is not None:
+        if not all(_names(ask.key, ask.pass_id) for ask in call.hold.asks):
+            raise BadRequest("ledger call", "a charge key that does not name its pass")
+        return encode(ledger.hold(call.hold))
+    assert call.outcomes is not None
+    if not all(_names(key, None) for key in (*call.outcomes.settle, *call.outcomes.release)):
+        raise BadRequest("ledger call", "a malformed charge key")
+    ledger.apply(call.outcomes)
+    return b""
+
+
+def _names(key: bytes, pass_id: str | None) -> bool:
+    """Whether `key` is a well-formed charge key (of `pass_id`, when given)."""
+    try:
+        named = charge_pass_id(key)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return False
+    return pass_id is None or named == pass_id

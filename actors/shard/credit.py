@@ -2,7 +2,8 @@
 
 For a batch, a dry pass finds the pay-later candidates: entries that would admit on credit
 against the committed state. The ledger is asked to hold their charges in ONE call per ledger
-shard (none at all for a batch without candidates), and the real pass decides with the answers:
+shard (none at all for a batch without candidates); the Ray shard awaits that call on its event
+loop (`hold`), plain callers block on it (`hold_now`). The real pass decides with the answers:
 granted admits on credit, refused is CREDIT_DENIED naming the holder-wide debt. An item the dry
 pass did not foresee (rare: an exit earlier in the batch made room) and the candidates of a batch
 whose ledger did not answer in time are refused for a retry and not recorded, so the gate's retry
@@ -57,12 +58,14 @@ _UNAVAILABLE = refusal_message(UNCHECKED)
 class BatchCredit:
     """One batch's verdicts by item index, and the charge keys of its granted holds."""
 
-    __slots__ = ("held", "outcomes", "verdicts")
+    __slots__ = ("asks", "held", "outcomes", "verdicts")
 
     def __init__(self) -> None:
         self.verdicts: dict[int, HoldAnswer] = {}
         self.held: dict[int, bytes] = {}
         self.outcomes: dict[bytes, int] = {}
+        # The holds still to ask for, by item index (`ShardCredit.hold` or `hold_now`).
+        self.asks: list[tuple[int, HoldAsk]] = []
 
 
 class ShardCredit:
@@ -107,7 +110,8 @@ class ShardCredit:
         txn: Any,
         batch: Any,
     ) -> BatchCredit | None:
-        """The dry pass and the hold call; None for a batch without pay-later entries."""
+        """The dry pass: the batch's verdicts so far and the holds to ask for (`found.asks`);
+        None for a batch without pay-later entries."""
         self.tick()
         found = BatchCredit()
         asks: list[tuple[int, HoldAsk]] = []
@@ -128,7 +132,13 @@ class ShardCredit:
             return None
         if asks:
             self._seq += 1
-            self._ask(asks, found)
+            if time.monotonic() < self._down_until:
+                # The ledger just failed to answer: refuse pay-later for a retry at once, so that
+                # the shard's other entries are not held up behind it while it restarts.
+                self.unavailable += len(asks)
+                found.held.clear()
+            else:
+                found.asks = asks
         return found
 
     def _probe(
@@ -185,16 +195,21 @@ class ShardCredit:
             batch.now_ms, bool(req.dry_run),
         )  # fmt: skip
 
-    def _ask(self, asks: list[tuple[int, HoldAsk]], found: BatchCredit) -> None:
-        now = time.monotonic()
-        if now < self._down_until:
-            # The ledger just failed to answer: refuse pay-later for a retry at once, so that the
-            # shard's other entries are not held up behind it while it restarts.
-            self.unavailable += len(asks)
-            found.held.clear()
-            return
+    async def hold(self, found: BatchCredit | None) -> None:
+        """Asks the ledger for the batch's holds without blocking the event loop."""
+        if found is not None and found.asks:
+            asks = [ask for _, ask in found.asks]
+            self._answered(found, await self.client.hold_async(self.owner, asks))
+
+    def hold_now(self, found: BatchCredit | None) -> None:
+        """Asks the ledger for the batch's holds and waits for the answer (plain callers)."""
+        if found is not None and found.asks:
+            asks = [ask for _, ask in found.asks]
+            self._answered(found, self.client.hold(self.owner, asks))
+
+    def _answered(self, found: BatchCredit, answers: list[HoldAnswer] | None) -> None:
+        asks, found.asks = found.asks, []
         self.asked += 1
-        answers = self.client.hold(self.owner, [ask for _, ask in asks])
         if answers is None:
             self._down_until = time.monotonic() + self.backoff_s
             self.unavailable += len(asks)
@@ -235,7 +250,8 @@ class ShardCredit:
     def stage(self, found: BatchCredit | None, writes: BatchWrites) -> None:
         """Puts the batch's outcomes, earlier orphans and delivered records into its commit."""
         if found is not None:
-            # Holds of items the real pass never reached with a hold (none today) go back.
+            # Holds of items the real pass never reached with a hold go back (a retry answered
+            # from the record its first attempt left while this batch waited for the ledger).
             for key in found.held.values():
                 found.outcomes[key] = RELEASE
             found.held.clear()

@@ -5,8 +5,9 @@ An asyncio actor: every call runs on the actor's one event loop. Every write (ba
 reservations, quotas, pause) goes through one `CommitPipeline`, so batch N+1 is decided while
 batch N commits in the pipeline's commit thread, and each answer leaves after its own commit.
 Reads answer from memory or from LMDB's committed state at once. The ingress's batches arrive
-over the channel (actors/shard/channel_server.py) served on that same loop; the rare admin calls
-stay Ray actor calls. Pay-later entries ask the credit-ledger actors (actors/ledger/).
+over the channel (actors/channel_server.py) served on that same loop; the rare admin calls
+stay Ray actor calls. Pay-later entries ask the credit-ledger actors (actors/ledger/) over a
+channel of the same kind, awaited on the loop.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import ray
 
 from actors import gc_pauses
 from actors.channel_frames import ChannelAddress
+from actors.channel_server import ChannelServer
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import StorageError
-from actors.ledger.client import RayLedgerClient
-from actors.shard.channel_server import ChannelServer
+from actors.ledger.client import ChannelLedgerClient
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard, shard_dir
@@ -66,14 +67,13 @@ class ShardService:
         commit_delay_s: float = 0.0,
     ) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        # The credit-ledger actors (actors.ledger); the shard asks them over Ray.
-        client = RayLedgerClient(ledgers) if ledgers else None
+        # The credit-ledger actors (actors.ledger); the shard asks them over their channels.
+        client = ChannelLedgerClient(ledgers) if ledgers else None
         self.shard = VenueShard(
             shard_id, n_shards, province, data_dir, clock_ms, credentials_dir, client
         )
         self._secret = channel_secret or secrets.token_bytes(32)
         self._channel = ChannelServer(self.decide_batch, self._secret)
-        self._channel_at: asyncio.Future[tuple[str, int]] | None = None
         self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
         self._commit_delay_s = commit_delay_s
         self._held = 0
@@ -113,23 +113,27 @@ class ShardService:
     # -- writes ---------------------------------------------------------------------------------
 
     async def decide_batch(self, payload: bytes) -> bytes:
-        """Decides every request of an encoded batch; answers after the batch's own commit."""
-        items = decode_requests_each(payload)
+        """Decides every request of an encoded batch; answers after the batch's own commit.
+
+        A batch with pay-later candidates awaits the credit ledger's holds between its plan and
+        its decision; the loop serves other batches and commits meanwhile. Memory may move on in
+        between: the plan holds only what stays true (problems, claimed codes, holds keyed by
+        attempt), and the decision reads memory afresh."""
         shard = self.shard
-        return encode_batch(await self.pipeline.run(lambda: shard.decide_requests(items)))
+        plan = shard.plan_batch(decode_requests_each(payload))
+        try:
+            await shard.credit.hold(plan.credit)
+            decisions = await self.pipeline.run(lambda: shard.decide_planned(plan))
+        except (Exception, asyncio.CancelledError):
+            if not plan.entered:
+                shard.credit.abandon(plan.credit)  # never decided: its holds go
+            raise
+        return encode_batch(decisions)
 
     async def channel_address(self) -> ChannelAddress:
         """Where this shard serves its channel; starts the listener on the first call, on the
         node's address as Ray reports it (any port)."""
-        if self._channel_at is None:
-            host = ray.util.get_node_ip_address()
-            self._channel_at = asyncio.ensure_future(self._channel.start(host))
-        try:
-            host, port = await asyncio.shield(self._channel_at)
-        except OSError:
-            self._channel_at = None  # could not listen: the next call tries again
-            raise
-        return ChannelAddress(host, port, self._secret)
+        return await self._channel.address(ray.util.get_node_ip_address())
 
     async def annul(
         self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str

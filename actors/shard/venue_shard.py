@@ -235,21 +235,50 @@ class VenueShard(QuotaOps):
     # -- the batch path -------------------------------------------------------------------------
 
     def decide_requests(self, items: list[Request | str]) -> list[Decision]:
+        """Decides a batch, waiting for the credit ledger's holds in place (plain callers; the
+        Ray shard awaits them between `plan_batch` and `decide_planned`)."""
+        plan = self.plan_batch(items)
+        self.credit.hold_now(plan.credit)
+        return self.decide_planned(plan)
+
+    def plan_batch(self, items: list[Request | str]) -> BatchPlan:
+        """What a batch needs before it is decided: each item's problem, its signed code claimed,
+        and the credit dry pass's holds to ask for (`plan.credit.asks`)."""
         now_ms = self._clock()
+        with self.catalog.begin() as txn, self.store.reader() as self._reading:
+            try:
+                problems = [req if isinstance(req, str) else request_problem(req) for req in items]
+                codes = self._screen_codes(items, problems, now_ms, txn)
+                probe = _Batch(now_ms, self.book)
+                credit = self.credit.screen(self, items, problems, codes, txn, probe)
+            finally:
+                self._reading = None
+        return BatchPlan(items, problems, codes, now_ms, credit)
+
+    def decide_planned(self, plan: BatchPlan) -> list[Decision]:
+        """Decides a planned batch with the ledger's answers and commits it (or stages it, inside
+        `staged`). Should it fail, the batch's credit holds are released."""
+        plan.entered = True
+        try:
+            return self._decide_planned(plan)
+        except Exception:  # not on the way out of the process: a restart recovers its holds
+            self.credit.abandon(plan.credit)
+            raise
+
+    def _decide_planned(self, plan: BatchPlan) -> list[Decision]:
+        items, now_ms = plan.items, plan.now_ms
         batch = _Batch(now_ms, self.book)
+        batch.credit = plan.credit
         self.sharing.begin(now_ms)
         self._expire_requests(now_ms, batch.writes)
         out: list[Decision] = []
         with self.catalog.begin() as txn, self.store.reader() as self._reading:
             try:
-                problems = [req if isinstance(req, str) else request_problem(req) for req in items]
-                codes = self._screen_codes(items, problems, now_ms, txn)
-                batch.credit = self.credit.screen(self, items, problems, codes, txn, batch)
                 for i, req in enumerate(items):
-                    problem = problems[i]
+                    problem = plan.problems[i]
                     if problem is None:
                         assert not isinstance(req, str)
-                        out.append(self._decide_one(req, batch, txn, codes.get(i), i))
+                        out.append(self._decide_one(req, batch, txn, plan.codes.get(i), i))
                     else:
                         rid = "" if isinstance(req, str) else req.request_id
                         out.append(
@@ -463,17 +492,14 @@ class VenueShard(QuotaOps):
         self.credit.stage(batch.credit, batch.writes)
         writes = batch.writes
         if not writes.empty():
-            try:
-                # The ledger hears of settles and releases once they are on disk; should a
-                # pipelined commit never get there, the batch's holds go.
-                self._write(
-                    writes,
-                    durable=lambda: self.credit.committed(writes),
-                    lost=lambda: self.credit.abandon_outbox(writes),
-                )
-            except Exception:
-                self.credit.abandon(batch.credit)
-                raise
+            # The ledger hears of settles and releases once they are on disk; should a pipelined
+            # commit never get there, the batch's holds go (a failed plain commit raises, and
+            # `decide_planned` releases them).
+            self._write(
+                writes,
+                durable=lambda: self.credit.committed(writes),
+                lost=lambda: self.credit.abandon_outbox(writes),
+            )
         if batch.writes.counters is not None:
             self._last_snapshot_ms = now_ms
         # Only after the commit (or, pipelined, once staged) does memory move on: a failed
@@ -692,6 +718,28 @@ def _annul_problem(rec: RequestRecord | None, fp: bytes, now_ms: int) -> tuple[b
     if now_ms - rec.decision.decided_at_ms > REQUEST_TTL_MS:
         return False, "too late: entries can be annulled for 15 minutes"
     return None
+
+
+class BatchPlan:
+    """A batch between `plan_batch` and `decide_planned`: the items, each one's problem (None:
+    none), the screened signed codes by index, the clock reading and the credit dry pass."""
+
+    __slots__ = ("codes", "credit", "entered", "items", "now_ms", "problems")
+
+    def __init__(
+        self,
+        items: list[Request | str],
+        problems: list[str | None],
+        codes: dict[int, _Code],
+        now_ms: int,
+        credit: BatchCredit | None,
+    ) -> None:
+        self.items = items
+        self.problems = problems
+        self.codes = codes
+        self.now_ms = now_ms
+        self.credit = credit
+        self.entered = False  # decide_planned began (from then on it releases holds on failure)
 
 
 class _Batch:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from actors.channel_client import ChannelClient, ClientSettings
 from actors.channel_frames import (
     ChannelAddress,
     ErrorBody,
@@ -25,6 +26,7 @@ from actors.channel_frames import (
     read_frame,
     rebuild_error,
 )
+from actors.channel_server import ChannelServer, ServerLimits
 from actors.errors import (
     BadRequest,
     NotFound,
@@ -34,9 +36,7 @@ from actors.errors import (
     StorageError,
     StorageFull,
 )
-from actors.ingress.channel_client import ChannelClient, ClientSettings
 from actors.ingress.error_map import status_of
-from actors.shard.channel_server import ChannelServer, ServerLimits
 
 SECRET = b"s" * 32
 HOST = "127.0.0.1"

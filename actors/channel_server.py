@@ -1,5 +1,6 @@
-"""The shard's end of the ingress-to-shard channel: a TCP listener on the shard actor's own event
-loop that answers batch frames (actors/channel_frames.py) with the shard's handler.
+"""The serving end of a channel: a TCP listener on an asyncio actor's own event loop that answers
+call frames (actors/channel_frames.py) with the actor's handler. The shard serves the ingress's
+batches on it, and the credit ledger the shards' holds and outcomes.
 
 A connection is admitted by its first frame, a hello carrying the cluster's channel secret
 (compared in constant time); a wrong or missing secret closes it without an answer. Every batch
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from actors.channel_frames import (
     MAX_FRAME_BYTES,
+    ChannelAddress,
     FrameError,
     Kind,
     decode_hello,
@@ -49,6 +51,7 @@ class ChannelServer:
         self._secret = secret
         self.limits = limits or ServerLimits()
         self._server: asyncio.Server | None = None
+        self._listening: asyncio.Future[tuple[str, int]] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.frames_served = 0
         self.refused = 0  # connections closed for a bad hello
@@ -59,6 +62,18 @@ class ChannelServer:
         self._server = await asyncio.start_server(self._serve, host, port)
         bound = self._server.sockets[0].getsockname()
         return host, int(bound[1])
+
+    async def address(self, host: str) -> ChannelAddress:
+        """Where this server listens (host, port and the secret to say); starts listening on
+        `host` (the node's address as Ray reports it, any port) on the first call."""
+        if self._listening is None:
+            self._listening = asyncio.ensure_future(self.start(host))
+        try:
+            bound_host, port = await asyncio.shield(self._listening)
+        except OSError:
+            self._listening = None  # could not listen: the next call tries again
+            raise
+        return ChannelAddress(bound_host, port, self._secret)
 
     async def close(self) -> None:
         """Stops listening and drops every connection (batches being decided run to their end)."""
