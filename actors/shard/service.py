@@ -79,6 +79,10 @@ class ShardService:
         self._held = 0
         commit = self._held_open_commit if commit_delay_s > 0 else None
         self.pipeline = CommitPipeline(self.shard, commit=commit, on_fatal=self._fatal)
+        # Batches received and not yet answered; one alone commits on the loop. The held-open
+        # commit (a test hook) always runs in the commit thread, with calls staged behind it.
+        self._open = 0
+        self._inline = commit is None
         # Everything loaded so far lives as long as the process: out of the collector's way.
         self._gc = gc_pauses.settle()
 
@@ -113,21 +117,28 @@ class ShardService:
     # -- writes ---------------------------------------------------------------------------------
 
     async def decide_batch(self, payload: bytes) -> bytes:
-        """Decides every request of an encoded batch; answers after the batch's own commit.
+        """Decides every request of an encoded batch; answers after the batch's own commit. A
+        batch alone on the shard commits on the loop, others go through the commit thread
+        (`CommitPipeline.run`).
 
         A batch with pay-later candidates awaits the credit ledger's holds between its plan and
         its decision; the loop serves other batches and commits meanwhile. Memory may move on in
         between: the plan holds only what stays true (problems, claimed codes, holds keyed by
         attempt), and the decision reads memory afresh."""
         shard = self.shard
-        plan = shard.plan_batch(decode_requests_each(payload))
+        self._open += 1
         try:
-            await shard.credit.hold(plan.credit)
-            decisions = await self.pipeline.run(lambda: shard.decide_planned(plan))
-        except (Exception, asyncio.CancelledError):
-            if not plan.entered:
-                shard.credit.abandon(plan.credit)  # never decided: its holds go
-            raise
+            plan = shard.plan_batch(decode_requests_each(payload))
+            try:
+                await shard.credit.hold(plan.credit)
+                alone = self._inline and self._open == 1
+                decisions = await self.pipeline.run(lambda: shard.decide_planned(plan), alone)
+            except (Exception, asyncio.CancelledError):
+                if not plan.entered:
+                    shard.credit.abandon(plan.credit)  # never decided: its holds go
+                raise
+        finally:
+            self._open -= 1
         return encode_batch(decisions)
 
     async def channel_address(self) -> ChannelAddress:

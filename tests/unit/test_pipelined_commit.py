@@ -407,3 +407,74 @@ def test_a_counters_snapshot_inside_a_group_is_tagged_with_the_log_before_it(
         assert int(again.counters.occupancy[i]) == 4
     finally:
         again.close()
+
+
+# -- a call alone commits on the loop ---------------------------------------------------------
+
+
+def _alone(pipe: CommitPipeline, shard: VenueShard, *items: Request) -> Awaitable[list[Decision]]:
+    """One batch as ShardService.decide_batch sends it when no other batch is open."""
+    return pipe.run(lambda: shard.decide_requests(list(items)), alone=True)
+
+
+def test_a_call_alone_commits_on_the_loop_and_answers_after_it(data_dir: Path) -> None:
+    async def body(shard: VenueShard, pipe: CommitPipeline, gated: GatedCommit) -> None:
+        gated.open_all()
+        loop_thread = threading.get_ident()
+        committed_on: list[int] = []
+        real = pipe._commit
+
+        def recording(group: list[BatchWrites], written: Callable[[], None]) -> None:
+            committed_on.append(threading.get_ident())
+            real(group, written)
+
+        pipe._commit = recording
+        told = await _alone(pipe, shard, _scan("a1", "small", "C1"))
+        assert told[0].allowed
+        # Answered after its commit, which ran on the loop's thread, not the commit thread.
+        assert committed_on == [loop_thread] and pipe.inline_commits == 1
+        assert shard.stored_admits() == 1
+        told = await _alone(pipe, shard, _scan("a2", "small", "C2"))
+        assert told[0].allowed and committed_on == [loop_thread] * 2
+        assert shard.stored_admits() == 2 and _occupancy(shard, "small") == 2
+
+    _run(data_dir, body)
+
+
+def test_a_call_alone_waits_its_turn_behind_a_commit_in_flight(data_dir: Path) -> None:
+    async def body(shard: VenueShard, pipe: CommitPipeline, gated: GatedCommit) -> None:
+        ev = gated.events
+        first = _batch(pipe, shard, _scan("b1", "small", "C1"), events=ev)
+        await gated.wait_started()
+
+        async def second() -> list[Decision]:
+            out = await _alone(pipe, shard, _scan("b2", "small", "C2"))
+            ev.append("answer b2")
+            return out
+
+        task = asyncio.create_task(second())
+        await _settle()
+        # Staged behind the commit in flight, so it goes to the commit thread, in order.
+        assert pipe.staged_behind == 1 and pipe.inline_commits == 0 and not task.done()
+        gated.open(1, 2)
+        assert [d.allowed for d in [*await first, *await task]] == [True, True]
+        at = {e: i for i, e in enumerate(ev)}
+        assert at["commit1-end"] < at["commit2-start"] and at["commit1-end"] < at["answer b1"]
+        assert at["commit2-end"] < at["answer b2"] and at["answer b1"] < at["answer b2"]
+
+    _run(data_dir, body)
+
+
+def test_a_failed_inline_commit_fails_its_call_and_memory_is_rebuilt(data_dir: Path) -> None:
+    async def body(shard: VenueShard, pipe: CommitPipeline, gated: GatedCommit) -> None:
+        gated.open_all()  # the first commit fails (fail_on=1), on the loop
+        with pytest.raises(StorageFull):
+            await _alone(pipe, shard, _scan("c1", "small", "C1"))
+        assert gated.calls == 1 and pipe.inline_commits == 1
+        # Rebuilt from LMDB before the failure was answered: no trace of the entry.
+        assert pipe.rebuilds == 1 and pipe.failures == 1
+        assert _occupancy(shard, "small") == 0 and not shard.requests
+        told = await _alone(pipe, shard, _scan("c1", "small", "C1"))
+        assert told[0].allowed and shard.stored_admits() == 1
+
+    _run(data_dir, body, fail_on=1)
