@@ -306,14 +306,23 @@ def _send(service: ShardService, *reqs: Any) -> asyncio.Task[list[Decision]]:
     return asyncio.create_task(go())
 
 
+async def _held_back(
+    service: ShardService, led: Ledger
+) -> tuple[GatedLedger, asyncio.Task[list[Decision]]]:
+    """A pay-later batch (c1 at hill) whose hold the ledger granted but whose answer waits for
+    the returned client's gate."""
+    client = GatedLedger([led])
+    service.shard.credit.client = client
+    task = _send(service, _req("c1", "hill"))
+    await asyncio.wait_for(client.asked.wait(), WAIT_S)
+    return client, task
+
+
 def test_a_batch_waiting_for_its_hold_does_not_hold_up_the_next(service: ShardService) -> None:
     led = Ledger()
 
     async def body() -> None:
-        client = GatedLedger([led])
-        service.shard.credit.client = client
-        on_credit = _send(service, _req("c1", "hill"))
-        await asyncio.wait_for(client.asked.wait(), WAIT_S)
+        client, on_credit = await _held_back(service, led)
         [plain] = await asyncio.wait_for(_send(service, _req("p1", "lake", "P1")), WAIT_S)
         assert plain.allowed and not plain.pay_later
         assert not on_credit.done() and _states(led) == [("c1", HELD)]
@@ -339,10 +348,7 @@ def test_a_batch_never_decided_after_its_hold_releases_it(
     led = Ledger()
 
     async def body() -> None:
-        client = GatedLedger([led])
-        service.shard.credit.client = client
-        task = _send(service, _req("c1", "hill"))
-        await asyncio.wait_for(client.asked.wait(), WAIT_S)
+        client, task = await _held_back(service, led)
         assert _states(led) == [("c1", HELD)] and _owed(led) == 300_00
         if how == "cancelled":
             task.cancel()
