@@ -151,8 +151,8 @@ class ChannelLedgerClient:
     async def _deliver(self, k: int, part: Outcomes, keys: dict[bytes, int]) -> None:
         try:
             await self._channels[k].call(encode(LedgerCall(outcomes=part)))
-        except PassgateError:
-            self._failed.extend(keys)  # the outbox sends them again
+        except Exception:  # whatever went wrong, the outbox sends them again
+            self._failed.extend(keys)
         else:
             self._done.update(keys)
 

@@ -260,6 +260,33 @@ def test_a_ledger_that_does_not_answer_times_the_hold_out_and_the_client_recover
     asyncio.run(asyncio.wait_for(body(), WAIT_S * 3))
 
 
+@pytest.mark.parametrize("where", ["in the ledger", "in the client"])
+def test_outcomes_that_fail_are_reported_failed_for_the_outbox_to_resend(where: str) -> None:
+    led = Ledger()
+    r1 = _ask("G1", "r1", 300_00)
+    led.hold(HoldCall(OWNER, [r1]))
+
+    async def broken(payload: bytes) -> bytes:
+        raise RuntimeError("a bug in the ledger")  # reaches the client as an internal error
+
+    async def body() -> None:
+        async with _serving([broken]) as (_, handles):
+            client = ChannelLedgerClient(handles)
+            if where == "in the client":
+
+                async def fails(payload: bytes) -> bytes:
+                    raise ValueError("not a passgate error")
+
+                client._channels[0].call = fails  # type: ignore[method-assign]
+            client.send({r1.key: SETTLE})
+            done, failed = await _delivered(client, 1)
+            assert done == {} and failed == [r1.key]
+            client.close()
+        assert _states(led) == [("r1", HELD)]  # nothing applied: the outbox keeps it
+
+    asyncio.run(asyncio.wait_for(body(), WAIT_S * 3))
+
+
 # -- the shard's batch path awaits the hold on its loop -------------------------------------------
 
 
