@@ -60,7 +60,7 @@ class Decision(msgspec.Struct, array_like=True, frozen=True, gc=False):
     shared_card: bool = False
 
 
-class PassRecord(msgspec.Struct, array_like=True, frozen=True, tag="pass/1"):
+class PassRecord(msgspec.Struct, array_like=True, frozen=True, tag="pass/1", gc=False):
     pass_id: str
     product_id: str
     credentials: tuple[tuple[CredentialKind, str], ...]
