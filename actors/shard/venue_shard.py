@@ -160,13 +160,6 @@ class VenueShard(QuotaOps):
         self.issuers = IssuerKeys(province.qr_keys, issuer_dir(data, creds))
         self.verifier = Verifier(self.issuers.keys)
         self._next_key_check = 0.0
-        max_slots = max([len(v.slots) for v in owned] + [1])
-        self.counters = CapacityCounters(max(1, len(owned)), max_slots)
-        self.book = VenueBook(owned, self.counters)
-        self.usage: dict[bytes, Usage] = {}
-        self.requests: dict[bytes, RequestRecord] = {}
-        self._req_order: deque[tuple[int, bytes]] = deque()
-        self._last_snapshot_ms = 0
         self.batches = 0
         self.items = 0
         self.last_commit_s = 0.0
@@ -190,19 +183,20 @@ class VenueShard(QuotaOps):
         failed, memory holds batches that never reached the disk."""
         self.store.close()
         self.store = ShardStore(self._store_path)
-        max_slots = max([len(v.slots) for v in self._owned] + [1])
-        self.counters = CapacityCounters(max(1, len(self._owned)), max_slots)
-        self.book = VenueBook(self._owned, self.counters)
-        self.usage = {}
-        self.requests = {}
-        self._req_order = deque()
-        self._last_snapshot_ms = 0
         # The holds of the batches that never reached the disk were released as their commits
         # failed (`abandon_outbox`); the credit side keeps its incarnation and reads the new store.
         self.credit.store = self.store
         self._restore()
 
     def _restore(self) -> None:
+        """Builds memory afresh from LMDB (at start, and in `reload`)."""
+        max_slots = max([len(v.slots) for v in self._owned] + [1])
+        self.counters = CapacityCounters(max(1, len(self._owned)), max_slots)
+        self.book = VenueBook(self._owned, self.counters)
+        self.usage: dict[bytes, Usage] = {}
+        self.requests: dict[bytes, RequestRecord] = {}
+        self._req_order: deque[tuple[int, bytes]] = deque()
+        self._last_snapshot_ms = 0
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
         # millions of usage records serves again without decoding them all first.
         now = self._clock()
