@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from loadtest import client
-from loadtest.config import MODES, SEED, LoadConfig, default_workers
+from loadtest.config import CLIENTS, MODES, SEED, LoadConfig, default_workers
 from loadtest.profiles import PROFILES
 from loadtest.server import stop_on_sigterm
 
@@ -46,7 +46,13 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         help="seconds at the opening rate before the measured run (not counted)",
     )
     p.add_argument("--workers", type=int, default=default_workers(), help="generator processes")
-    p.add_argument("--channels", type=int, default=d.channels, help="gRPC channels per worker")
+    p.add_argument("--channels", type=int, default=d.channels, help="connections per worker")
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default=d.client,
+        help="how workers speak gRPC: wire (lean HTTP/2 client, default) or grpc (grpc.aio)",
+    )
     p.add_argument("--streams", type=int, default=d.streams, help="stream: streams per worker")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch: scans per call")
     p.add_argument("--max-outstanding", type=int, default=d.max_outstanding, help="per worker")
@@ -151,6 +157,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         server_args=a.server_arg,
         echo_baseline=a.echo_baseline,
         generator_nice=a.generator_nice,
+        client=a.client,
         echo_procs=a.echo_procs,
         results_dir=a.results,
         live=not a.quiet,

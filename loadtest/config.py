@@ -19,6 +19,7 @@ SEED = 20261001
 SELF_STARTED_PASSES = 200_000
 EXTERNAL_PASSES = 1_000_000
 PEAK_HOUR = time(10, 0)
+CLIENTS = ("wire", "grpc")
 
 
 def default_workers() -> int:
@@ -51,6 +52,9 @@ class LoadConfig:
     # The generator's workers run at this nice value (negative: ahead of the server and of
     # everything else on the machine, when the user may raise priority; 0: unchanged).
     generator_nice: int = -10
+    # How the workers speak gRPC: "wire", the lean HTTP/2 client (loadtest/h2wire.py), or
+    # "grpc", grpc.aio channels (about ten times the generator's CPU per call).
+    client: str = "wire"
     seed: int = SEED
     # None: SELF_STARTED_PASSES with a self-started server, EXTERNAL_PASSES with --target.
     passes: int | None = None
@@ -115,6 +119,8 @@ class LoadConfig:
             raise ValueError("import processes must be at least 1")
         if not -20 <= self.generator_nice <= 19:
             raise ValueError("generator nice must be -20..19")
+        if self.client not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {self.client!r}")
         if self.arrivals not in ("poisson", "uniform"):
             raise ValueError("arrivals must be poisson or uniform")
         if not 0 <= self.shared_share <= 0.2:
@@ -166,6 +172,7 @@ class LoadConfig:
             "transport": "plaintext" if self.insecure else "TLS",
             "identity": self.identity,
             "generator_nice": self.generator_nice,
+            "generator_client": self.client,
         }
 
     @property

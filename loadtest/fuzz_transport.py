@@ -18,9 +18,9 @@ import struct
 
 from loadtest import fuzz_world as w
 from loadtest.fuzz_inputs import Ctx, Probe
+from loadtest.h2wire import PREFACE, frame, hpack_literal
 from proto.passgate.v1 import common_pb2, gate_pb2
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, SETTINGS, GOAWAY = 0x0, 0x1, 0x4, 0x7
 END_STREAM, END_HEADERS = 0x1, 0x4
 READ_TIMEOUT_S = 1.0
@@ -39,32 +39,6 @@ KINDS = (
 )
 
 
-def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes((kind, flags))
-        + struct.pack(">I", stream)
-        + payload
-    )
-
-
-def _length(n: int) -> bytes:
-    # HPACK integer, 7-bit prefix with the Huffman bit clear: a bearer token needs more bytes.
-    if n < 127:
-        return bytes((n,))
-    out, n = [127], n - 127
-    while n >= 128:
-        out.append(n % 128 + 128)
-        n //= 128
-    return bytes((*out, n))
-
-
-def _literal(name: str, value: str) -> bytes:
-    # Literal header field without indexing, new name, plain strings.
-    n, v = name.encode(), value.encode()
-    return b"\x00" + _length(len(n)) + n + _length(len(v)) + v
-
-
 def _headers(ctx: Ctx, path: str, end_stream: bool = False) -> bytes:
     fields = [
         (":method", "POST"),
@@ -76,7 +50,7 @@ def _headers(ctx: Ctx, path: str, end_stream: bool = False) -> bytes:
     ]
     if ctx.bearer:
         fields.append(("authorization", f"Bearer {ctx.bearer}"))
-    block = b"".join(_literal(k, v) for k, v in fields)
+    block = b"".join(hpack_literal(k, v) for k, v in fields)
     return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), 1, block)
 
 

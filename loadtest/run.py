@@ -103,6 +103,7 @@ def specs_for(
             deadline_s=cfg.deadline_ms / 1000,
             arrivals=cfg.arrivals,
             nice=cfg.generator_nice,
+            client=cfg.client,
         )
         for i in range(cfg.workers)
     ]

@@ -151,13 +151,16 @@ class BatchSender(Sender):
                 kind, req = self.w.mix.next()
                 self._ready.append((kind, req, req.SerializeToString()))
 
-    def send(self, intended: float) -> None:
+    def _take_batch(self) -> tuple[list[gate_pb2.ValidateRequest], bytes]:
+        """The next call's scans (counted by kind) and its serialized body."""
         items = [self._take() for _ in range(self.w.spec.batch_size)]
         kinds = self.w.tally.kinds
         for kind, _, _ in items:
             kinds[kind] += 1
-        data = batch_bytes([b for _, _, b in items])
-        reqs = [r for _, r, _ in items]
+        return [r for _, r, _ in items], batch_bytes([b for _, _, b in items])
+
+    def send(self, intended: float) -> None:
+        reqs, data = self._take_batch()
         sent_at = self.w.on_sent(intended, len(reqs))
         self._spawn(self._call(self._next_call(), reqs, data, intended, sent_at))
 

@@ -22,10 +22,12 @@ from typing import Any
 import uvloop
 
 from loadtest.client import ClientAuth
+from loadtest.h2wire import WireChannel
 from loadtest.mix import Mix, MixPlan
 from loadtest.profiles import RateProfile
 from loadtest.senders import SENDERS, Sender
 from loadtest.stats import Bucket, Tally, new_hist, record
+from loadtest.wire_senders import WIRE_SENDERS
 from proto.passgate.v1 import common_pb2
 
 READY_TIMEOUT_S = 30.0
@@ -60,6 +62,8 @@ class WorkerSpec:
     arrivals: str = "poisson"
     # Scheduling priority of the worker process (0: unchanged); see _raise_priority.
     nice: int = 0
+    # "wire": the lean HTTP/2 client (loadtest/h2wire.py); "grpc": grpc.aio channels.
+    client: str = "wire"
 
     @property
     def unit(self) -> int:
@@ -214,14 +218,11 @@ class Worker:
     async def run(self, go: Any, start_at: Any, stop: Any) -> dict[str, Any]:
         self.loop = loop = asyncio.get_running_loop()
         spec = self.spec
-        channels = [
-            spec.auth.lean_aio_channel(spec.target, options=CHANNEL_OPTIONS)
-            for _ in range(max(1, spec.channels))
-        ]
+        channels: list[Any] = []
         try:
-            ready = asyncio.gather(*(ch.channel_ready() for ch in channels))
-            await asyncio.wait_for(ready, READY_TIMEOUT_S)
-            sender = SENDERS[spec.mode](self, channels)
+            channels = await self._connect()
+            senders = WIRE_SENDERS if spec.client == "wire" else SENDERS
+            sender = senders[spec.mode](self, channels)
             await sender.open()
             sender.prepare()
             _quiet_gc()
@@ -239,8 +240,23 @@ class Worker:
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         finally:
             gc.enable()
-            await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
+            closing = (ch.close() if spec.client == "wire" else ch.close(None) for ch in channels)
+            await asyncio.gather(*closing, return_exceptions=True)
         return self._final(cpu, wall, sender)
+
+    async def _connect(self) -> list[Any]:
+        """The worker's connections, open and ready: `spec.channels` of them."""
+        spec, n = self.spec, max(1, self.spec.channels)
+        if spec.client == "wire":
+            host, port = spec.target.rsplit(":", 1)
+            tls = spec.auth.ssl_context()
+            opening = (WireChannel.connect(host, int(port), tls, host) for _ in range(n))
+            return list(await asyncio.gather(*opening))
+        lean = spec.auth.lean_aio_channel
+        channels = [lean(spec.target, options=CHANNEL_OPTIONS) for _ in range(n)]
+        ready = asyncio.gather(*(ch.channel_ready() for ch in channels))
+        await asyncio.wait_for(ready, READY_TIMEOUT_S)
+        return channels
 
     def _final(self, cpu: float, wall: float, sender: Sender) -> dict[str, Any]:
         return {

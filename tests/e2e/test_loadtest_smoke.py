@@ -10,6 +10,8 @@ does.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ import grpc
 import orjson
 import pytest
 
-from bench.echo_server import EchoTarget, running_echo
+from bench.echo_server import SERVER_OPTIONS, VALIDATE, EchoTarget, running_echo
+from loadtest.client import ClientAuth
 from loadtest.config import LoadConfig
+from loadtest.h2wire import WireChannel, request_headers
 from loadtest.report import INSTRUMENT_P99_LIMIT_MS, check_shape
 from loadtest.run import run_load
 from ops import channels
@@ -28,6 +32,7 @@ from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
 pytestmark = pytest.mark.e2e
 
 LATENCY_KEYS = {"p50", "p90", "p99", "p99_9", "max"}
+MAX_STREAMS = dict(SERVER_OPTIONS)["grpc.max_concurrent_streams"]
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +85,17 @@ def _assert_well_formed(report: dict[str, Any], results: Path) -> None:
     assert Path(files["md"]).read_text().startswith("# passgate load test")
 
 
+@pytest.mark.parametrize("client", ["wire", "grpc"])
 @pytest.mark.parametrize(
     ("mode", "profile"), [("unary", "flat"), ("stream", "holiday-peak"), ("batch", "flat")]
 )
-def test_modes_against_echo(echo: EchoTarget, tmp_path: Path, mode: str, profile: str) -> None:
+def test_modes_against_echo(
+    echo: EchoTarget, tmp_path: Path, mode: str, profile: str, client: str
+) -> None:
     cfg = _small(
         target=echo.target,
         credentials=echo.credentials,
+        client=client,
         mode=mode,
         profile=profile,
         rate=200.0,
@@ -97,6 +106,7 @@ def test_modes_against_echo(echo: EchoTarget, tmp_path: Path, mode: str, profile
     report = run_load(cfg)
     _assert_well_formed(report, tmp_path)
     assert report["config"]["mode"] == mode
+    assert report["config"]["generator_client"] == client
     assert report["totals"]["decisions_by_reason"] == {"REASON_OK": report["totals"]["answered"]}
 
 
@@ -144,6 +154,46 @@ def test_echo_serves_tls_and_requires_the_token(echo: EchoTarget) -> None:
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
     with channels.channel(echo.target, "admin", echo.credentials) as ch:
         assert gate_pb2_grpc.GateStub(ch).Validate(scan, timeout=10).request_id == "smoke-1"
+
+
+def test_wire_client_beyond_the_stream_limit_and_with_a_bad_token(echo: EchoTarget) -> None:
+    """The generator's HTTP/2 client on a real grpc server: twice the server's stream limit on
+    one connection, all answered (calls over the limit wait; a refused stream is started again),
+    and a wrong token's failure decoded from the trailers."""
+    auth = ClientAuth(echo.credentials)
+    host, port = echo.target.rsplit(":", 1)
+    scan = gate_pb2.ValidateRequest(request_id="wire-1", venue_id="v", gate_id="v-g01")
+
+    async def calls() -> tuple[Counter[str], list[str], str]:
+        ch = await WireChannel.connect(host, int(port), auth.ssl_context(), host)
+        try:
+            head = request_headers(VALIDATE, echo.target, True, auth.bearer, 10.0)
+            n = 2 * MAX_STREAMS
+            statuses: Counter[str] = Counter()
+            ids: list[str] = []
+            done = asyncio.get_running_loop().create_future()
+
+            def end(reply: bytes | None, status: str) -> None:
+                statuses[status] += 1
+                if reply is not None:
+                    ids.append(gate_pb2.Decision.FromString(reply).request_id)
+                if sum(statuses.values()) == n:
+                    done.set_result(None)
+
+            for _ in range(n):
+                ch.unary(head, scan.SerializeToString(), end)
+            await asyncio.wait_for(done, 60)
+            bad_head = request_headers(VALIDATE, echo.target, True, "not-a-token", 10.0)
+            refused = asyncio.get_running_loop().create_future()
+            ch.unary(bad_head, scan.SerializeToString(), lambda _r, s: refused.set_result(s))
+            return statuses, ids, await asyncio.wait_for(refused, 10)
+        finally:
+            await ch.close()
+
+    statuses, ids, bad = asyncio.run(calls())
+    assert statuses == Counter({"": 2 * MAX_STREAMS})
+    assert ids == ["wire-1"] * (2 * MAX_STREAMS)
+    assert bad == "UNAUTHENTICATED"
 
 
 def test_real_server_self_started(tmp_path: Path) -> None:
