@@ -435,7 +435,12 @@ class WireChannel(asyncio.Protocol):
         call = self.calls.pop(stream, None)
         if call is None:
             return
-        status = self._status(trailers) if trailers is not None else "INTERNAL"
+        if call.on_message is None and len(call.data) >= 5 and trailers is not None:
+            # A reply came: grpc sends a message only with status OK, so its trailers are not
+            # decoded (with a 0-byte header table they need not be, to decode later ones).
+            status = "OK"
+        else:
+            status = self._status(trailers) if trailers is not None else "INTERNAL"
         if call.on_message is not None:
             call.on_end(None, "" if status == "OK" else status)
         elif status == "OK" and len(call.data) >= 5:

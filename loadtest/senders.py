@@ -144,12 +144,14 @@ class BatchSender(Sender):
     method = VALIDATE_BATCH
 
     def prepare(self) -> None:
-        # A whole call's worth at a time: batches are few and large.
-        size = self.w.spec.batch_size
-        if len(self._ready) < LOOKAHEAD:
-            for _ in range(min(size, LOOKAHEAD)):
-                kind, req = self.w.mix.next()
-                self._ready.append((kind, req, req.SerializeToString()))
+        """Up to two calls' worth waiting, made PREPARE_CHUNK at a time like single scans: a
+        whole batch at once would hold the loop for milliseconds, and a reply read after that
+        would be charged with it."""
+        ready, mix = self._ready, self.w.mix
+        want = max(LOOKAHEAD, 2 * self.w.spec.batch_size)
+        for _ in range(min(PREPARE_CHUNK, want - len(ready))):
+            kind, req = mix.next()
+            ready.append((kind, req, req.SerializeToString()))
 
     def _take_batch(self) -> tuple[list[gate_pb2.ValidateRequest], bytes]:
         """The next call's scans (counted by kind) and its serialized body."""

@@ -138,6 +138,7 @@ class CommitPipeline:
             if held:
                 self._poison()  # memory moved on for writes that will never be committed
                 _never_durable(held)
+                _drop_callbacks(held)
             raise
         if held:
             if alone and self._quiet_now():
@@ -212,6 +213,12 @@ class CommitPipeline:
                 self._answer(job, job.done, outcome)
 
     def _answer(self, job: _Job, done: asyncio.Future[None], outcome: BaseException | None) -> None:
+        try:
+            self._settle(job, done, outcome)
+        finally:
+            _drop_callbacks(job.writes)
+
+    def _settle(self, job: _Job, done: asyncio.Future[None], outcome: BaseException | None) -> None:
         self.in_flight -= 1
         if outcome is None:
             self.commits += 1
@@ -340,6 +347,16 @@ class CommitPipeline:
         """Stops the commit thread after the jobs already queued."""
         self._queue.put(None)
         self._thread.join(timeout_s)
+
+
+def _drop_callbacks(held: list[BatchWrites]) -> None:
+    """Once a job is settled its writes' callbacks have run or never will. They close over
+    their writes (a reference cycle per batch, thousands of objects a second for the cyclic
+    collector, measured as 10-26 ms pauses in the shard); dropping them lets reference counting
+    free each batch at once."""
+    for writes in held:
+        writes.on_durable.clear()
+        writes.on_failed.clear()
 
 
 def _never_durable(held: list[BatchWrites]) -> None:
