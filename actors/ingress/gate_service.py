@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from actors.errors import BadRequest, Overloaded, PermissionDenied, ShardUnavailable
+from actors.errors import BadRequest, Overloaded, PermissionDenied
 from actors.ingress import metrics
 from actors.ingress.auth import Principal, caller, item_allowed, recheck_caller
 from actors.ingress.batcher import ShardBatcher
@@ -38,8 +38,6 @@ MAX_BATCH_ITEMS = 1000
 DEFAULT_BUDGET_S = 5.0
 # Answer RESOURCE_EXHAUSTED this long before the client's deadline, never after it.
 DEADLINE_MARGIN_S = 0.002
-# Once sent, an item's answer is awaited (it may commit); past this the gate is told to retry.
-SENT_ANSWER_TIMEOUT_S = 30.0
 _REASON_LABELS = {int(r): f"REASON_{r.name}" for r in Reason}
 Annul = Callable[[int, str, str, str, int, str], Any]
 
@@ -58,11 +56,10 @@ def _count(d: Decision) -> None:
 
 
 async def _answer(fut: asyncio.Future[Decision]) -> Decision:
-    """The committed decision of a sent item: never abandoned for RESOURCE_EXHAUSTED."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), SENT_ANSWER_TIMEOUT_S)
-    except TimeoutError:
-        raise ShardUnavailable("no answer from the shard") from None
+    """The committed decision of a sent item: never abandoned for RESOURCE_EXHAUSTED. Shielded,
+    so a call that goes away does not cancel the item its batch may still commit; the batcher
+    settles every future it took, within its answer timeout."""
+    return await asyncio.shield(fut)
 
 
 class GateService(gate_pb2_grpc.GateServicer):

@@ -167,3 +167,28 @@ def test_inflight_is_bounded() -> None:
     _run(go())
     assert max(seen) <= 2
     assert sum(shard.sizes) == 100
+
+
+def test_a_batch_the_shard_never_answers_fails_with_retry_and_frees_its_slot() -> None:
+    """One bound per sent batch: its items are told the shard did not answer (retry with the
+    same request_id), and the next batch goes out."""
+    calls: list[int] = []
+
+    async def silent_then_answering(payload: bytes) -> bytes:
+        calls.append(len(decode_requests_each(payload)))
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # never answers
+        return await FakeShard()(payload)
+
+    async def go() -> tuple[list[Any], Decision]:
+        b = ShardBatcher(0, silent_then_answering, max_delay_us=100, answer_timeout_s=0.05)
+        first = [b.submit(_req(f"a{i}"), _far()) for i in range(3)]
+        await asyncio.sleep(0.001)  # the first batch leaves
+        later = b.submit(_req("b0"), _far())
+        failed = await asyncio.gather(*first, return_exceptions=True)
+        return failed, await later
+
+    failed, later = _run(go())
+    assert all(isinstance(e, ShardUnavailable) for e in failed)
+    assert all("no answer from the shard" in str(e) for e in failed)
+    assert later.request_id == "b0" and calls == [3, 1]
