@@ -87,12 +87,19 @@ class Sender:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def prepare(self) -> None:
-        """Makes up to PREPARE_CHUNK scans ahead, up to LOOKAHEAD waiting (called when idle)."""
+    def prepare(self) -> int:
+        """Makes up to PREPARE_CHUNK scans ahead, up to `lookahead` waiting (called when idle);
+        returns how many it made."""
         ready, mix = self._ready, self.w.mix
-        for _ in range(min(PREPARE_CHUNK, LOOKAHEAD - len(ready))):
+        n = max(0, min(PREPARE_CHUNK, self.lookahead - len(ready)))
+        for _ in range(n):
             kind, req = mix.next()
             ready.append((kind, req, req.SerializeToString()))
+        return n
+
+    @property
+    def lookahead(self) -> int:
+        return LOOKAHEAD
 
     def _take(self) -> Prepared:
         if self._ready:
@@ -143,15 +150,12 @@ class BatchSender(Sender):
 
     method = VALIDATE_BATCH
 
-    def prepare(self) -> None:
-        """Up to two calls' worth waiting, made PREPARE_CHUNK at a time like single scans: a
-        whole batch at once would hold the loop for milliseconds, and a reply read after that
-        would be charged with it."""
-        ready, mix = self._ready, self.w.mix
-        want = max(LOOKAHEAD, 2 * self.w.spec.batch_size)
-        for _ in range(min(PREPARE_CHUNK, want - len(ready))):
-            kind, req = mix.next()
-            ready.append((kind, req, req.SerializeToString()))
+    @property
+    def lookahead(self) -> int:
+        """Two calls' worth, made PREPARE_CHUNK at a time like single scans: a whole batch at
+        once would hold the loop for milliseconds, and a reply read after that would be
+        charged with it."""
+        return max(LOOKAHEAD, 2 * self.w.spec.batch_size)
 
     def _take_batch(self) -> tuple[list[gate_pb2.ValidateRequest], bytes]:
         """The next call's scans (counted by kind) and its serialized body."""

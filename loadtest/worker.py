@@ -36,6 +36,8 @@ STOP_CHECK_S = 0.1
 # After this many back-to-back sends the loop yields, so replies are read even when behind.
 BURST = 64
 TICK_OFFSET_S = 0.05
+# A chunk of scans is made while idle only if the next arrival is at least this far off.
+PREPARE_MARGIN_S = 0.001
 CHANNEL_OPTIONS = [
     # One TCP connection per channel (by default channels to one target share a subchannel).
     ("grpc.use_local_subchannel_pool", 1),
@@ -224,7 +226,8 @@ class Worker:
             senders = WIRE_SENDERS if spec.client == "wire" else SENDERS
             sender = senders[spec.mode](self, channels)
             await sender.open()
-            sender.prepare()
+            while sender.prepare():
+                pass
             _quiet_gc()
             self.out.put(("ready", spec.worker_id, None))
             if not await loop.run_in_executor(None, go.wait, GO_TIMEOUT_S):
@@ -288,11 +291,13 @@ class Worker:
                 next_check = now + STOP_CHECK_S
             if t > now:
                 burst = 0
-                # Idle until the next arrival: make the next scans now, off the send path.
-                sender.prepare()
+                # Idle until the next arrival: make the next scans now, off the send path, a
+                # chunk at a time with the loop free in between to read replies.
+                made = sender.prepare()
                 now = self.now()
                 if t > now:
-                    await asyncio.sleep(min(t - now, STOP_CHECK_S))
+                    more = made and t - now > PREPARE_MARGIN_S
+                    await asyncio.sleep(0 if more else min(t - now, STOP_CHECK_S))
                 continue
             record(self.lag, (now - t) * 1e6)
             self.tally.scheduled += spec.unit
