@@ -150,7 +150,7 @@ class Ingress:
         if self.settings.poll_metrics:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         # Everything loaded so far lives as long as the process: out of the collector's way.
-        self._gc = gc_pauses.settle()
+        self._gc = gc_pauses.settle(gc_pauses.INGRESS_GEN0_THRESHOLD)
 
     async def _poll(self) -> None:
         while True:

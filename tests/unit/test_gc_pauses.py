@@ -6,7 +6,7 @@ import gc
 from pathlib import Path
 
 from actors.catalog import CatalogReader, CatalogWriter, catalog_path
-from actors.gc_pauses import GEN0_THRESHOLD, GcPauses, settle
+from actors.gc_pauses import GEN0_THRESHOLD, INGRESS_GEN0_THRESHOLD, GcPauses, settle
 from core.models import CredentialKind
 from tests.unit.test_shard import _pass
 
@@ -26,6 +26,21 @@ def test_settle_freezes_the_start_up_heap_and_records_pauses() -> None:
         assert 0 in generations and 2 in generations
         assert all(seconds >= 0 for _, seconds in recorded)
         assert pauses.take() == []
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        gc.callbacks[:] = [cb for cb in gc.callbacks if not isinstance(cb, GcPauses)]
+        import actors.gc_pauses
+
+        actors.gc_pauses._PAUSES = None
+
+
+def test_the_ingress_settles_with_its_own_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        settle(INGRESS_GEN0_THRESHOLD)
+        assert gc.get_threshold() == (INGRESS_GEN0_THRESHOLD, before[1], before[2])
+        assert INGRESS_GEN0_THRESHOLD < GEN0_THRESHOLD
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
