@@ -122,7 +122,6 @@ class _Call:
     on_message: OnMessage | None = None
     window: int = DEFAULT_WINDOW
     data: bytes = b""
-    replies: int = 0
     # Bytes received on the stream since its window was last topped up.
     received: int = 0
     ended_local: bool = False
@@ -406,7 +405,6 @@ class WireChannel(asyncio.Protocol):
             if n - off - 5 < size:
                 break
             call.on_message(buf[off + 5 : off + 5 + size])
-            call.replies += 1
             off += 5 + size
         call.data = buf[off:] if off < n else b""
 
@@ -501,9 +499,10 @@ class WireChannel(asyncio.Protocol):
             call = self.calls.pop(stream, None)
             if call is None:
                 return
-            if code == REFUSED_STREAM and call.start is not None and call.replies == 0:
-                # Not processed: started again, as grpc clients do (transparent retry). Counts
-                # of open streams can differ for a moment, the server's being the later.
+            if code == REFUSED_STREAM and call.start is not None and call.on_message is None:
+                # A unary call not processed: started again, as grpc clients do (transparent
+                # retry). Counts of open streams can differ for a moment, the server's being
+                # the later. A refused stream fails instead: what was sent on it is gone.
                 self.queued.appendleft(call.start)
             else:
                 call.on_end(None, _RST_NAMES.get(code, "INTERNAL"))

@@ -323,3 +323,17 @@ def test_padded_data_and_headers_are_unpadded() -> None:
         assert ends.got == [(b"padded", "")]
 
     run(body)
+
+
+def test_a_refused_stream_fails_rather_than_lose_what_was_sent_on_it() -> None:
+    async def body() -> None:
+        ch, t = connect()
+        ends = Ends()
+        ch.open_stream(HEAD, lambda _m: None, ends, lambda _s: None)
+        ch.send(1, b"scan")
+        t.frames()
+        ch.data_received(hw.frame(hw.RST_STREAM, 0, 1, struct.pack(">I", hw.REFUSED_STREAM)))
+        assert ends.got == [(None, "UNAVAILABLE")]
+        assert t.frames() == [] and ch.in_flight == 0
+
+    run(body)
