@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
+from actors.channel_frames import ChannelAddress
 from actors.errors import StartupFailed
 
 NAMESPACE = "passgate"
@@ -24,6 +26,17 @@ def shard_of(venue_id: str, n_shards: int) -> int:
 def ledger_of(pass_id: str, n_ledgers: int) -> int:
     """The one credit-ledger shard that keeps a pass's holder-wide debt."""
     return zlib.crc32(pass_id.encode()) % n_ledgers
+
+
+def channel_resolver(handle: Any) -> Callable[[], Awaitable[ChannelAddress]]:
+    """How a channel client finds an asyncio actor's channel (a shard's or a ledger's): asks its
+    Ray handle, which also waits for an actor that Ray is restarting."""
+
+    async def resolve() -> ChannelAddress:
+        address: ChannelAddress = await handle.channel_address.remote()
+        return address
+
+    return resolve
 
 
 @dataclass

@@ -28,7 +28,6 @@ from grpc_reflection.v1alpha import reflection
 from actors import gc_pauses
 from actors.catalog import CatalogReader, catalog_path
 from actors.channel_client import ChannelClient
-from actors.channel_frames import ChannelAddress
 from actors.ingress import connections, metrics
 from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.ingress.batcher import ShardBatcher
@@ -36,7 +35,7 @@ from actors.ingress.error_map import ErrorMapInterceptor
 from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService
 from actors.ingress.quota_service import QuotaService
-from actors.routing import Handles
+from actors.routing import Handles, channel_resolver
 from core.models import Province
 from proto.passgate.v1 import (
     gate_pb2,
@@ -222,14 +221,9 @@ def _observe(shard: int, size: int, _micros: int) -> None:
 
 def _channel(shard_id: int, shard: Any) -> ChannelClient:
     """The channel to one shard; its address comes from the shard's Ray handle."""
-
-    async def resolve() -> ChannelAddress:
-        address: ChannelAddress = await shard.channel_address.remote()
-        return address
-
     label = str(shard_id)
     return ChannelClient(
-        resolve,
+        channel_resolver(shard),
         on_frame=metrics.CHANNEL_FRAMES.labels(label).inc,
         on_reconnect=metrics.CHANNEL_RECONNECTS.labels(label).inc,
     )

@@ -5,17 +5,15 @@ in-process one for unit tests. The shard (`actors.shard.credit`) sees only `Ledg
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
 import ray
 
 from actors.channel_client import ChannelClient, ClientSettings
-from actors.channel_frames import ChannelAddress
 from actors.errors import PassgateError
 from actors.ledger.ledger import Ledger
-from actors.routing import ledger_of
+from actors.routing import channel_resolver, ledger_of
 from core.credit import SETTLE, HoldAnswer, HoldAsk, HoldCall, LedgerCall, Outcomes, Owner
 from core.keys import charge_pass_id
 from core.records import decoder, encode
@@ -115,7 +113,7 @@ class ChannelLedgerClient:
         self.handles = handles
         self.hold_timeout_s = hold_timeout_s
         settings = ClientSettings(max_wait_s=SEND_TIMEOUT_S)
-        self._channels = [ChannelClient(_resolver(h), settings) for h in handles]
+        self._channels = [ChannelClient(channel_resolver(h), settings) for h in handles]
         self._done: dict[bytes, int] = {}
         self._failed: list[bytes] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -181,11 +179,3 @@ class ChannelLedgerClient:
             task = loop.create_task(channel.close())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
-
-
-def _resolver(handle: Any) -> Callable[[], Awaitable[ChannelAddress]]:
-    async def resolve() -> ChannelAddress:
-        address: ChannelAddress = await handle.channel_address.remote()
-        return address
-
-    return resolve
