@@ -125,8 +125,10 @@ class _Call:
     # Bytes received on the stream since its window was last topped up.
     received: int = 0
     ended_local: bool = False
-    # How to start it again if the server refuses the stream unprocessed (REFUSED_STREAM).
-    start: _Queued | None = None
+    # A unary call's header block and message, to start it again if the server refuses its
+    # stream unprocessed (REFUSED_STREAM). Not the _Queued itself: that refers back to the call,
+    # a reference cycle per call in a worker whose collector is off during the run.
+    resend: tuple[bytes, bytes] | None = None
 
 
 @dataclass(eq=False)
@@ -320,7 +322,8 @@ class WireChannel(asyncio.Protocol):
             return
         self.next_id += 2
         call = q.call
-        call.start = q
+        if q.message is not None:
+            call.resend = (q.head, q.message)
         call.window = self.peer_stream_window
         self.calls[stream] = call
         assert self.transport is not None
@@ -499,11 +502,11 @@ class WireChannel(asyncio.Protocol):
             call = self.calls.pop(stream, None)
             if call is None:
                 return
-            if code == REFUSED_STREAM and call.start is not None and call.on_message is None:
+            if code == REFUSED_STREAM and call.resend is not None:
                 # A unary call not processed: started again, as grpc clients do (transparent
                 # retry). Counts of open streams can differ for a moment, the server's being
                 # the later. A refused stream fails instead: what was sent on it is gone.
-                self.queued.appendleft(call.start)
+                self.queued.appendleft(_Queued(*call.resend, call))
             else:
                 call.on_end(None, _RST_NAMES.get(code, "INTERNAL"))
             self._start_queued()

@@ -5,6 +5,7 @@ socket, no server."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -337,3 +338,29 @@ def test_a_refused_stream_fails_rather_than_lose_what_was_sent_on_it() -> None:
         assert t.frames() == [] and ch.in_flight == 0
 
     run(body)
+
+
+def test_a_finished_call_leaves_no_reference_cycle() -> None:
+    """The generator's workers run with the collector off: a call must be freed by reference
+    counting alone, refused and started again or not."""
+
+    async def body() -> None:
+        ch, _ = connect()
+        ends = Ends()
+        ch.unary(HEAD, b"a", ends)
+        ch.data_received(hw.frame(hw.RST_STREAM, 0, 1, struct.pack(">I", hw.REFUSED_STREAM)))
+        reply(ch, 3, b"r")
+        ch.unary(HEAD, b"b", ends)
+        reply(ch, 5, b"s")
+        assert ends.got == [(b"r", ""), (b"s", "")]
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run(body)
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, (hw._Call, hw._Queued))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == []
