@@ -18,11 +18,19 @@ import struct
 
 from loadtest import fuzz_world as w
 from loadtest.fuzz_inputs import Ctx, Probe
-from loadtest.h2wire import PREFACE, frame, hpack_literal
+from loadtest.h2wire import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PREFACE,
+    SETTINGS,
+    frame,
+    hpack_literal,
+)
 from proto.passgate.v1 import common_pb2, gate_pb2
 
-DATA, HEADERS, SETTINGS, GOAWAY = 0x0, 0x1, 0x4, 0x7
-END_STREAM, END_HEADERS = 0x1, 0x4
 READ_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 PLAINTEXT = "garbage_without_tls"
