@@ -10,13 +10,14 @@ at every item, so a gate revoked mid-stream is cut off.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from actors.errors import BadRequest, Overloaded, PermissionDenied
+from actors.errors import BadRequest, Overloaded, PermissionDenied, ShardUnavailable
 from actors.ingress import metrics
 from actors.ingress.auth import Principal, caller, item_allowed, recheck_caller
 from actors.ingress.batcher import ShardBatcher
@@ -73,6 +74,39 @@ async def _answer(fut: asyncio.Future[Decision]) -> Decision:
     return await asyncio.shield(fut)
 
 
+def _all_settled(futs: list[asyncio.Future[Decision]]) -> asyncio.Future[None]:
+    """Resolves once every future of a batch's items is settled: one waiter and one callback per
+    item instead of an awaited shield per item. Cancelling the waiter (the call went away)
+    leaves the items alone, as a shield would: the batcher settles every future it took."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    left = len(futs)
+
+    def one(_: asyncio.Future[Decision]) -> None:
+        nonlocal left
+        left -= 1
+        if not left and not waiter.done():
+            waiter.set_result(None)
+
+    for fut in futs:
+        fut.add_done_callback(one)
+    return waiter
+
+
+def _answer_of(fut: asyncio.Future[Decision], request_id: str) -> gate_pb2.Decision:
+    """A settled item's answer in a batch or stream: its decision, or its error through the
+    error map."""
+    if fut.cancelled():
+        return _error_decision(request_id, ShardUnavailable("shard unavailable"))
+    exc = fut.exception()
+    if exc is not None:
+        return _error_decision(request_id, exc)
+    d = fut.result()
+    if d.invalid:
+        return invalid_decision(d.request_id, d.message)
+    _count(d)
+    return decision_proto(d)
+
+
 class GateService(gate_pb2_grpc.GateServicer):
     def __init__(self, batchers: list[ShardBatcher], annul: Annul) -> None:
         self._batchers = batchers
@@ -103,15 +137,14 @@ class GateService(gate_pb2_grpc.GateServicer):
             raise BadRequest("requests", f"batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}")
         deadline = time.monotonic() + _budget(context)
         principal = caller()
-        slots: list[asyncio.Future[Decision] | gate_pb2.Decision] = []
-        for req in request.requests:
-            slots.append(self._item(req, deadline, principal))
-        decisions = []
-        for slot in slots:
-            if isinstance(slot, asyncio.Future):
-                decisions.append(await self._settle(slot, ""))
-            else:
-                decisions.append(slot)
+        slots = [self._item(req, deadline, principal) for req in request.requests]
+        sent = [slot for slot in slots if isinstance(slot, asyncio.Future)]
+        if sent:
+            await _all_settled(sent)
+        decisions = [
+            _answer_of(slot, req.request_id) if isinstance(slot, asyncio.Future) else slot
+            for slot, req in zip(slots, request.requests, strict=True)
+        ]
         _LATENCY["ValidateBatch"].observe(time.perf_counter() - t0)
         return gate_pb2.ValidateBatchResponse(decisions=decisions)
 
@@ -131,30 +164,26 @@ class GateService(gate_pb2_grpc.GateServicer):
         except Overloaded as exc:
             return _error_decision(req.request_id, exc)
 
-    async def _settle(self, fut: asyncio.Future[Decision], rid: str) -> gate_pb2.Decision:
-        try:
-            d = await _answer(fut)
-        except Exception as exc:
-            return _error_decision(rid, exc)
-        if d.invalid:
-            return invalid_decision(d.request_id, d.message)
-        _count(d)
-        return decision_proto(d)
-
     async def ValidateStream(
         self,
         request_iterator: AsyncIterator[gate_pb2.ValidateRequest | Undecodable],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[gate_pb2.Decision]:
         out: asyncio.Queue[gate_pb2.Decision | BaseException | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
+        observe = _LATENCY["ValidateStream"].observe
+        waiting = 0  # items sent to a shard, not yet answered
+        reading = True
 
-        async def _one(fut: asyncio.Future[Decision], rid: str, t0: float) -> None:
-            out.put_nowait(await self._settle(fut, rid))
-            _LATENCY["ValidateStream"].observe(time.perf_counter() - t0)
+        def _settled(rid: str, t0: float, fut: asyncio.Future[Decision]) -> None:
+            nonlocal waiting
+            out.put_nowait(_answer_of(fut, rid))
+            observe(time.perf_counter() - t0)
+            waiting -= 1
+            if not waiting and not reading:
+                out.put_nowait(None)
 
         async def _read() -> None:
-            loop = asyncio.get_running_loop()
+            nonlocal waiting, reading
             try:
                 async for req in request_iterator:
                     if isinstance(req, Undecodable):
@@ -166,14 +195,14 @@ class GateService(gate_pb2_grpc.GateServicer):
                     if not isinstance(slot, asyncio.Future):
                         out.put_nowait(slot)
                         continue
-                    task = loop.create_task(_one(slot, req.request_id, t0))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
-                out.put_nowait(None)
+                    waiting += 1
+                    slot.add_done_callback(functools.partial(_settled, req.request_id, t0))
             except Exception as exc:  # the reader failed: end the call with a status, never hang
                 out.put_nowait(exc)
+                return
+            reading = False
+            if not waiting:
+                out.put_nowait(None)
 
         reader = asyncio.get_running_loop().create_task(_read())
         try:
