@@ -101,6 +101,16 @@ class Sender:
     def lookahead(self) -> int:
         return LOOKAHEAD
 
+    @property
+    def ready(self) -> int:
+        """Scans made and waiting to be sent."""
+        return len(self._ready)
+
+    @property
+    def low_water(self) -> int:
+        """Below this many waiting scans, more are made even while calls are out."""
+        return 2 * PREPARE_CHUNK
+
     def _take(self) -> Prepared:
         if self._ready:
             return self._ready.popleft()
@@ -156,6 +166,11 @@ class BatchSender(Sender):
         once would hold the loop for milliseconds, and a reply read after that would be
         charged with it."""
         return max(LOOKAHEAD, 2 * self.w.spec.batch_size)
+
+    @property
+    def low_water(self) -> int:
+        """One call's worth: the next call never waits for its scans to be made."""
+        return self.w.spec.batch_size
 
     def _take_batch(self) -> tuple[list[gate_pb2.ValidateRequest], bytes]:
         """The next call's scans (counted by kind) and its serialized body."""

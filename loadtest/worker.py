@@ -97,6 +97,8 @@ class Worker:
         self.service = new_hist()
         self.buckets: dict[int, Bucket] = {}
         self.outstanding = 0
+        # Set while the schedule naps with scans to make: woken when the last call out returns.
+        self._idle: asyncio.Future[None] | None = None
         # Sent with every call: the channels carry TLS but no call credentials (client.py).
         self.metadata = spec.auth.metadata
         self.t0 = 0.0
@@ -126,8 +128,13 @@ class Worker:
         self.outstanding += n
         return self.now()
 
+    def _returned(self, n: int) -> None:
+        self.outstanding -= n
+        if not self.outstanding and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
     def on_answer(self, intended: float, sent_at: float, req: Any, decision: Any) -> None:
-        self.outstanding -= 1
+        self._returned(1)
         now = self.now()
         if decision.reason == 0:
             # Inside a stream or batch an item that failed carries its error in the message.
@@ -157,10 +164,10 @@ class Worker:
         now = self.now()
         t, observe = self.tally, self.mix.observe
         reasons = t.reasons
-        ok = 0
+        ok = failed = 0
         for req, decision in zip(reqs, decisions, strict=False):
             if decision.reason == 0:
-                self.outstanding -= 1
+                failed += 1
                 self._error(now, in_band_code(decision.message))
                 continue
             ok += 1
@@ -171,9 +178,9 @@ class Worker:
                 t.shared_cards += 1
                 t.shared_planned += self.mix.is_far_scan(req)
             observe(req, decision)
+        self._returned(ok + failed)  # a short answer's missing items are the caller's errors
         if not ok:
             return
-        self.outstanding -= ok
         micros = (now - intended) * 1e6
         record(self.hist, micros, ok)
         record(self.service, (now - sent_at) * 1e6, ok)
@@ -183,7 +190,7 @@ class Worker:
         t.answered += ok
 
     def on_error(self, code: str, n: int = 1) -> None:
-        self.outstanding -= n
+        self._returned(n)
         self._error(self.now(), code, n)
 
     def _error(self, now: float, code: str, n: int = 1) -> None:
@@ -292,12 +299,21 @@ class Worker:
             if t > now:
                 burst = 0
                 # Idle until the next arrival: make the next scans now, off the send path, a
-                # chunk at a time with the loop free in between to read replies.
-                made = sender.prepare()
+                # chunk at a time with the loop free in between to read replies. Not while a
+                # call is out (unless few are left): on two cores the server's wake-up for that
+                # call would wait behind this worker, and the call would be charged with it.
+                quiet = not self.outstanding or sender.ready < sender.low_water
+                made = sender.prepare() if quiet else 0
                 now = self.now()
                 if t > now:
-                    more = made and t - now > PREPARE_MARGIN_S
-                    await asyncio.sleep(0 if more else min(t - now, STOP_CHECK_S))
+                    if made and t - now > PREPARE_MARGIN_S:
+                        # The CPU to whatever else is runnable on it (the server, answering the
+                        # other worker) before the next chunk: this worker outranks it (nice).
+                        os.sched_yield()
+                        await asyncio.sleep(0)
+                    else:
+                        wanted = not quiet and sender.ready < sender.lookahead
+                        await self._nap(min(t - now, STOP_CHECK_S), wanted)
                 continue
             record(self.lag, (now - t) * 1e6)
             self.tally.scheduled += spec.unit
@@ -311,6 +327,25 @@ class Worker:
             if burst >= BURST:
                 burst = 0
                 await asyncio.sleep(0)
+
+    async def _nap(self, delay: float, until_idle: bool) -> None:
+        """Sleeps `delay`; with `until_idle`, wakes as soon as no call is out."""
+        if not until_idle:
+            await asyncio.sleep(delay)
+            return
+        assert self.loop is not None
+        self._idle = idle = self.loop.create_future()
+        timer = self.loop.call_later(delay, _settle_nap, idle)
+        try:
+            await idle
+        finally:
+            timer.cancel()
+            self._idle = None
+
+
+def _settle_nap(idle: asyncio.Future[None]) -> None:
+    if not idle.done():
+        idle.set_result(None)
 
 
 def _raise_priority(nice: int) -> None:
