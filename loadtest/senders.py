@@ -197,6 +197,12 @@ class BatchSender(Sender):
         except asyncio.CancelledError:
             self.w.on_error("NO_REPLY", len(reqs))
             return
+        self._answered(raw, reqs, intended, sent_at)
+
+    def _answered(
+        self, raw: bytes, reqs: list[gate_pb2.ValidateRequest], intended: float, sent_at: float
+    ) -> None:
+        """A call's reply: its decisions counted, and any it lacks counted as errors."""
         decisions = _batch_response(raw).decisions
         self.w.on_batch_answer(intended, sent_at, reqs, decisions)
         if len(decisions) != len(reqs):

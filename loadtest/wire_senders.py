@@ -20,7 +20,6 @@ from loadtest.senders import (
     Sender,
     StreamSender,
     UnarySender,
-    _batch_response,
     _decision,
     _GateStream,
 )
@@ -91,11 +90,8 @@ class WireBatchSender(_WireMixin, BatchSender):
         def done(reply: bytes | None, status: str) -> None:
             if reply is None:
                 w.on_error(status, len(reqs))
-                return
-            decisions = _batch_response(reply).decisions
-            w.on_batch_answer(intended, sent_at, reqs, decisions)
-            if len(decisions) != len(reqs):
-                w.on_error("BATCH_SIZE_MISMATCH", max(len(reqs) - len(decisions), 0))
+            else:
+                self._answered(reply, reqs, intended, sent_at)
 
         self._next_call().unary(self.head, data, done)
 

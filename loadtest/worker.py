@@ -130,8 +130,8 @@ class Worker:
 
     def _returned(self, n: int) -> None:
         self.outstanding -= n
-        if not self.outstanding and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)
+        if not self.outstanding and self._idle is not None:
+            _settle_nap(self._idle)
 
     def on_answer(self, intended: float, sent_at: float, req: Any, decision: Any) -> None:
         self._returned(1)
