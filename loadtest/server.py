@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_LINE = "passgate ready on port"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3
+PORT_IN_USE = "Address already in use"
 
 
 def free_port() -> int:
@@ -57,12 +59,13 @@ class StartedServer:
         return "".join(self.output[-lines:])
 
 
-def _pump(proc: subprocess.Popen[str], out: list[str], ready: threading.Event) -> None:
+def _pump(proc: subprocess.Popen[str], server: StartedServer, ready: threading.Event) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
-        out.append(line)
-        del out[:-500]
+        server.output.append(line)
+        del server.output[:-500]
         if READY_LINE in line:
+            server.port = int(line.rsplit(maxsplit=1)[-1])
             ready.set()
 
 
@@ -79,6 +82,59 @@ def stop_group(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind a port that was free when it was chosen."""
+
+
+def _command(
+    data_dir: Path, creds: Path, extra_args: list[str], config_dir: Path | None
+) -> list[str]:
+    # One ingress binds port 0 and names the port in its ready line, so no other process can take
+    # it first. Several ingress processes share a fixed port, chosen here: Ray starts its own
+    # services on random ports before the ingress binds, so that choice can still lose a race.
+    port = free_port() if "--ingress-procs" in extra_args else 0
+    cmd = [
+        sys.executable, str(ROOT / "run_cluster.py"), "--data-dir", str(data_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port()),
+        "--credentials", str(creds), *extra_args,
+    ]  # fmt: skip
+    if config_dir is not None:
+        cmd += ["--config", str(config_dir)]
+    return cmd
+
+
+def _start(cmd: list[str], creds: Path, insecure: bool, ready_timeout_s: float) -> StartedServer:
+    """Starts `cmd` in its own process group and waits for its ready line. On failure the group is
+    stopped and RuntimeError (PortTaken for a lost port race) raised with the output's tail."""
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    metrics_port = int(cmd[cmd.index("--metrics-port") + 1])
+    server = StartedServer(proc, 0, metrics_port, creds, insecure)
+    ready = threading.Event()
+    threading.Thread(target=_pump, args=(proc, server, ready), daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        while not ready.wait(0.2):
+            if proc.poll() is not None or time.monotonic() - t0 > ready_timeout_s:
+                time.sleep(0.2)  # the pump's last lines
+                clash = any(PORT_IN_USE in line for line in server.output)
+                raise (PortTaken if clash else RuntimeError)(
+                    f"passgate did not start:\n{server.tail()}"
+                )
+    except BaseException:
+        stop_group(proc)
+        raise
+    return server
+
+
 @contextlib.contextmanager
 def passgate_process(
     data_dir: Path,
@@ -90,51 +146,31 @@ def passgate_process(
 ) -> Iterator[StartedServer]:
     """run_cluster.py on free ports over `data_dir` (credentials in `credentials`, default
     `<data_dir>/credentials`), in its own process group; waits for its ready line and stops the
-    whole group on the way out, also on error."""
-    port, metrics_port = free_port(), free_port()
+    whole group on the way out, also on error. A start that loses a port to another process is
+    tried again on other ports."""
     creds = credentials if credentials is not None else data_dir / "credentials"
-    cmd = [
-        sys.executable,
-        str(ROOT / "run_cluster.py"),
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--credentials",
-        str(creds),
-        *extra_args,
-    ]
-    if config_dir is not None:
-        cmd += ["--config", str(config_dir)]
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
+    insecure = "--insecure" in extra_args
     if log:
-        print(f"starting passgate on 127.0.0.1:{port} (data in {data_dir})", file=sys.stderr)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env=env,
-    )
-    server = StartedServer(proc, port, metrics_port, creds, "--insecure" in extra_args)
-    ready = threading.Event()
-    threading.Thread(target=_pump, args=(proc, server.output, ready), daemon=True).start()
+        print(f"starting passgate on 127.0.0.1 (data in {data_dir})", file=sys.stderr)
+    t0 = time.monotonic()
+    for attempt in range(1, START_ATTEMPTS + 1):
+        cmd = _command(data_dir, creds, extra_args, config_dir)
+        try:
+            server = _start(cmd, creds, insecure, ready_timeout_s)
+            break
+        except PortTaken:
+            if attempt == START_ATTEMPTS:
+                raise
+            print(f"passgate lost a port to another process; start {attempt + 1}", file=sys.stderr)
     try:
-        t0 = time.monotonic()
-        while not ready.wait(0.2):
-            if proc.poll() is not None or time.monotonic() - t0 > ready_timeout_s:
-                raise RuntimeError(f"passgate did not start:\n{server.tail()}")
         if log:
-            print(f"passgate ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+            print(
+                f"passgate ready on 127.0.0.1:{server.port} in {time.monotonic() - t0:.1f} s",
+                file=sys.stderr,
+            )
         yield server
     finally:
-        stop_group(proc)
+        stop_group(server.proc)
 
 
 @contextlib.contextmanager
