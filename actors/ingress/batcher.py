@@ -88,6 +88,16 @@ class ShardBatcher:
             self._timer = loop.call_later(self.max_delay_s, self._on_timer)
         return fut
 
+    def send_now(self) -> None:
+        """The caller queued all it had (a `ValidateBatch` call's items): with a batch slot free,
+        what is queued goes now instead of waiting out the delay for company. With every slot
+        taken it waits as before, for the batch in flight to return."""
+        if self._queue and self.inflight < self.max_inflight:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._flush()
+
     def _on_timer(self) -> None:
         self._timer = None
         self._flush()

@@ -140,6 +140,8 @@ class GateService(gate_pb2_grpc.GateServicer):
         slots = [self._item(req, deadline, principal) for req in request.requests]
         sent = [slot for slot in slots if isinstance(slot, asyncio.Future)]
         if sent:
+            for shard in {shard_of(req.venue_id, self._n) for req in request.requests}:
+                self._batchers[shard].send_now()
             await _all_settled(sent)
         decisions = [
             _answer_of(slot, req.request_id) if isinstance(slot, asyncio.Future) else slot

@@ -192,3 +192,28 @@ def test_a_batch_the_shard_never_answers_fails_with_retry_and_frees_its_slot() -
     assert all(isinstance(e, ShardUnavailable) for e in failed)
     assert all("no answer from the shard" in str(e) for e in failed)
     assert later.request_id == "b0" and calls == [3, 1]
+
+
+async def _turns(n: int) -> None:
+    """Lets the loop run `n` turns, far less than any timer here."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_send_now_skips_the_delay_only_while_a_slot_is_free() -> None:
+    shard = FakeShard(delay_s=0.05)
+
+    async def go() -> None:
+        b = ShardBatcher(0, shard, max_batch=64, max_delay_us=2_000_000)
+        first = [b.submit(_req(f"a{i}"), _far()) for i in range(3)]
+        b.send_now()  # the slot is free: sent at once, not after the (2 s) delay
+        await _turns(20)
+        assert shard.sizes == [3]
+        second = [b.submit(_req(f"b{i}"), _far()) for i in range(2)]
+        b.send_now()  # the slot is taken: these wait for the batch in flight
+        await _turns(20)
+        assert shard.sizes == [3]
+        await asyncio.wait_for(asyncio.gather(*first, *second), 5)
+        assert shard.sizes == [3, 2]
+
+    _run(go())

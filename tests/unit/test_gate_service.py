@@ -21,6 +21,10 @@ class FakeBatcher:
 
     def __init__(self) -> None:
         self.taken: list[tuple[Request, asyncio.Future[Decision]]] = []
+        self.sent_now = 0  # times told the caller queued all it had
+
+    def send_now(self) -> None:
+        self.sent_now += 1
 
     def submit(self, req: Request, deadline: float) -> asyncio.Future[Decision]:
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
@@ -78,6 +82,7 @@ def test_a_batch_answers_each_item_in_order_when_all_have_settled_in_any_order()
         request = gate_pb2.ValidateBatchRequest(requests=[_request(0), bad, _request(2)])
         call = asyncio.ensure_future(service.ValidateBatch(request, Context()))  # type: ignore[arg-type]
         await _until(lambda: len(batcher.taken) == 2)
+        assert batcher.sent_now == 1  # the call's items go at once, not after the delay
         (req2, fut2), fut0 = batcher.taken[1], batcher.taken[0][1]
         fut2.set_result(_decision(req2))
         await asyncio.sleep(0)
