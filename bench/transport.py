@@ -255,7 +255,13 @@ def summary_markdown(doc: dict[str, Any]) -> str:
             f"| {row['label']} | {_ms(ours['latency_ms'])} | {_ms(theirs['latency_ms'])} | "
             f"{ratio} | {verdict} (echo p99 {ins['echo_p99_ms']:.2f} ms) |"
         )
-    lines += ["", "Instrument valid: the generator's p99 against echo <= 5 ms, no errors."]
+    valid = sum(1 for row in doc["runs"] if row["instrument"]["valid"])
+    lines += [
+        "",
+        f"Instrument valid in {valid} of {len(doc['runs'])} runs (valid: the generator's p99 "
+        "against echo <= 5 ms, no errors; an invalid run's passgate figures also measure the "
+        "generator).",
+    ]
     lines += _h2load_lines(doc.get("h2load"))
     lines += _burst_lines(doc.get("burst"))
     return "\n".join(lines) + "\n"
