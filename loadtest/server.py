@@ -30,6 +30,8 @@ READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 START_ATTEMPTS = 3
 PORT_IN_USE = "Address already in use"
+# How long a failed start's output may take to end once its group is stopped.
+PUMP_DRAIN_S = 10.0
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ class PortTaken(RuntimeError):
 
 
 def _command(
-    data_dir: Path, creds: Path, extra_args: list[str], config_dir: Path | None
+    data_dir: Path, creds: Path, extra_args: list[str], config_dir: Path | None, metrics_port: int
 ) -> list[str]:
     # One ingress binds port 0 and names the port in its ready line, so no other process can take
     # it first. Several ingress processes share a fixed port, chosen here: Ray starts its own
@@ -95,7 +97,7 @@ def _command(
     port = free_port() if "--ingress-procs" in extra_args else 0
     cmd = [
         sys.executable, str(ROOT / "run_cluster.py"), "--data-dir", str(data_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port()),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
         "--credentials", str(creds), *extra_args,
     ]  # fmt: skip
     if config_dir is not None:
@@ -103,7 +105,9 @@ def _command(
     return cmd
 
 
-def _start(cmd: list[str], creds: Path, insecure: bool, ready_timeout_s: float) -> StartedServer:
+def _start(
+    cmd: list[str], metrics_port: int, creds: Path, insecure: bool, ready_timeout_s: float
+) -> StartedServer:
     """Starts `cmd` in its own process group and waits for its ready line. On failure the group is
     stopped and RuntimeError (PortTaken for a lost port race) raised with the output's tail."""
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
@@ -116,23 +120,24 @@ def _start(cmd: list[str], creds: Path, insecure: bool, ready_timeout_s: float) 
         start_new_session=True,
         env=env,
     )
-    metrics_port = int(cmd[cmd.index("--metrics-port") + 1])
     server = StartedServer(proc, 0, metrics_port, creds, insecure)
     ready = threading.Event()
-    threading.Thread(target=_pump, args=(proc, server, ready), daemon=True).start()
+    pump = threading.Thread(target=_pump, args=(proc, server, ready), daemon=True)
+    pump.start()
     t0 = time.monotonic()
     try:
         while not ready.wait(0.2):
             if proc.poll() is not None or time.monotonic() - t0 > ready_timeout_s:
-                time.sleep(0.2)  # the pump's last lines
-                clash = any(PORT_IN_USE in line for line in server.output)
-                raise (PortTaken if clash else RuntimeError)(
-                    f"passgate did not start:\n{server.tail()}"
-                )
+                break
+        else:
+            return server
     except BaseException:
         stop_group(proc)
         raise
-    return server
+    stop_group(proc)
+    pump.join(PUMP_DRAIN_S)  # the output ends with the group: its last lines are in
+    clash = any(PORT_IN_USE in line for line in server.output)
+    raise (PortTaken if clash else RuntimeError)(f"passgate did not start:\n{server.tail()}")
 
 
 @contextlib.contextmanager
@@ -154,9 +159,10 @@ def passgate_process(
         print(f"starting passgate on 127.0.0.1 (data in {data_dir})", file=sys.stderr)
     t0 = time.monotonic()
     for attempt in range(1, START_ATTEMPTS + 1):
-        cmd = _command(data_dir, creds, extra_args, config_dir)
+        metrics_port = free_port()
+        cmd = _command(data_dir, creds, extra_args, config_dir, metrics_port)
         try:
-            server = _start(cmd, creds, insecure, ready_timeout_s)
+            server = _start(cmd, metrics_port, creds, insecure, ready_timeout_s)
             break
         except PortTaken:
             if attempt == START_ATTEMPTS:

@@ -15,12 +15,12 @@ def _stand_in(*lines: str, exit_code: int = 0, serve: bool = False) -> list[str]
     """A process that prints `lines`, then waits to be stopped (serve) or exits."""
     code = f"import sys, time\nfor l in {list(lines)!r}: print(l, flush=True)\n"
     code += "time.sleep(60)\n" if serve else f"sys.exit({exit_code})\n"
-    return [sys.executable, "-c", code, "--metrics-port", "9"]
+    return [sys.executable, "-c", code]
 
 
 def test_the_port_is_read_from_the_ready_line(tmp_path: Path) -> None:
     cmd = _stand_in("starting", "passgate ready on port 43211", serve=True)
-    started = server._start(cmd, tmp_path, False, ready_timeout_s=30)
+    started = server._start(cmd, 9, tmp_path, False, ready_timeout_s=30)
     try:
         assert started.port == 43211
         assert started.metrics_port == 9
@@ -33,10 +33,10 @@ def test_the_port_is_read_from_the_ready_line(tmp_path: Path) -> None:
 def test_a_lost_port_is_told_apart_from_other_failures(tmp_path: Path) -> None:
     clash = _stand_in("Failed to bind: Address already in use", exit_code=1)
     with pytest.raises(server.PortTaken, match="Address already in use"):
-        server._start(clash, tmp_path, False, ready_timeout_s=30)
+        server._start(clash, 9, tmp_path, False, ready_timeout_s=30)
     broken = _stand_in("error: the catalog is damaged", exit_code=3)
     with pytest.raises(RuntimeError, match="catalog is damaged") as failure:
-        server._start(broken, tmp_path, False, ready_timeout_s=30)
+        server._start(broken, 9, tmp_path, False, ready_timeout_s=30)
     assert not isinstance(failure.value, server.PortTaken)
 
 
@@ -74,6 +74,8 @@ def test_one_ingress_binds_port_zero_and_several_share_a_chosen_port(tmp_path: P
     def port_of(cmd: list[str]) -> int:
         return int(cmd[cmd.index("--port") + 1])
 
-    assert port_of(server._command(tmp_path, tmp_path, [], None)) == 0
-    shared = server._command(tmp_path, tmp_path, ["--ingress-procs", "2"], None)
+    alone = server._command(tmp_path, tmp_path, [], None, 9)
+    assert port_of(alone) == 0
+    assert alone[alone.index("--metrics-port") + 1] == "9"
+    shared = server._command(tmp_path, tmp_path, ["--ingress-procs", "2"], None, 9)
     assert port_of(shared) > 0
