@@ -113,8 +113,15 @@ class GateService(gate_pb2_grpc.GateServicer):
         self._annul = annul
         self._n = len(batchers)
 
-    def _submit(self, req: Request, deadline: float) -> asyncio.Future[Decision]:
-        return self._batchers[shard_of(req.venue_id, self._n)].submit(req, deadline)
+    def _submit(
+        self, req: Request, deadline: float, touched: set[ShardBatcher] | None = None
+    ) -> asyncio.Future[Decision]:
+        """Queues `req` on its shard's batcher (noted in `touched`, when given)."""
+        batcher = self._batchers[shard_of(req.venue_id, self._n)]
+        fut = batcher.submit(req, deadline)
+        if touched is not None:
+            touched.add(batcher)
+        return fut
 
     async def Validate(
         self, request: gate_pb2.ValidateRequest, context: grpc.aio.ServicerContext
@@ -137,11 +144,12 @@ class GateService(gate_pb2_grpc.GateServicer):
             raise BadRequest("requests", f"batch of {n} exceeds the limit of {MAX_BATCH_ITEMS}")
         deadline = time.monotonic() + _budget(context)
         principal = caller()
-        slots = [self._item(req, deadline, principal) for req in request.requests]
+        touched: set[ShardBatcher] = set()
+        slots = [self._item(req, deadline, principal, touched) for req in request.requests]
         sent = [slot for slot in slots if isinstance(slot, asyncio.Future)]
+        for batcher in touched:
+            batcher.send_now()
         if sent:
-            for shard in {shard_of(req.venue_id, self._n) for req in request.requests}:
-                self._batchers[shard].send_now()
             await _all_settled(sent)
         decisions = [
             _answer_of(slot, req.request_id) if isinstance(slot, asyncio.Future) else slot
@@ -151,7 +159,11 @@ class GateService(gate_pb2_grpc.GateServicer):
         return gate_pb2.ValidateBatchResponse(decisions=decisions)
 
     def _item(
-        self, req: gate_pb2.ValidateRequest, deadline: float, principal: Principal
+        self,
+        req: gate_pb2.ValidateRequest,
+        deadline: float,
+        principal: Principal,
+        touched: set[ShardBatcher] | None = None,
     ) -> asyncio.Future[Decision] | gate_pb2.Decision:
         """One item of a batch or stream: its future, or its own answer when it fails alone."""
         try:
@@ -162,7 +174,7 @@ class GateService(gate_pb2_grpc.GateServicer):
         if problem is not None:
             return _error_decision(parsed.request_id, PermissionDenied(problem))
         try:
-            return self._submit(parsed, deadline)
+            return self._submit(parsed, deadline, touched)
         except Overloaded as exc:
             return _error_decision(req.request_id, exc)
 
