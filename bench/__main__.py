@@ -3,6 +3,7 @@
 python -m bench                    # micro table, then passgate vs the bare echo server
 python -m bench --micro-only       # just the table (about a minute)
 python -m bench --channel-only     # just Ray actor call vs channel round trip, per batch
+python -m bench --disk-only        # just the disk's durable-commit latency (about 25 s)
 python -m bench --transport-only   # just the comparison (about 6 minutes)
 python -m bench --transport-only --only unary   # one load run, no h2load or burst
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         "--channel-only", action="store_true", help="just Ray actor call vs channel round trip"
     )
     p.add_argument(
+        "--disk-only", action="store_true", help="just the disk's durable-commit latency"
+    )
+    p.add_argument(
         "--only",
         default=None,
         choices=["unary", "stream", "batch"],
@@ -80,11 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
-    if args.channel_only or not (args.micro_only or args.transport_only):
+    only_one = args.micro_only or args.transport_only or args.disk_only
+    if args.channel_only or not only_one:
         from bench import channel
 
         print(channel.run(), flush=True)
         if args.channel_only:
+            return 0
+    if args.disk_only or not (only_one or args.channel_only):
+        from bench import disk
+
+        print(disk.run(), flush=True)
+        if args.disk_only:
             return 0
     if not args.transport_only:
         rows = run_all(args.passes)

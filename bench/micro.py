@@ -33,15 +33,14 @@ from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.service import SWITCH_INTERVAL_S, decide_encoded
-from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.store import ShardStore
 from actors.shard.venue_shard import VenueShard
+from bench.disk import entry_batch
 from core import qr
 from core.clock import local_time
 from core.counters import CapacityCounters, warm
-from core.keys import request_key, usage_key
-from core.models import CapacityView, CredentialKind, Direction, QrPolicy, Reason, Request, Usage
+from core.models import CapacityView, CredentialKind, Direction, QrPolicy, Request, Usage
 from core.population import generate_passes
-from core.records import Decision, LogRecord, RequestRecord
 from core.rules import decide
 from ops.qr import DEV_KEY_ID, ensure_dev_issuer_key, load_private_key
 
@@ -158,18 +157,7 @@ def bench_commit(fx: Fixture, size: int) -> Row:
 
     def run() -> int:
         for b in range(batches):
-            w = BatchWrites()
-            for i in range(size):
-                pass_id = f"P{b}-{i}"
-                w.usage[usage_key("v", pass_id)] = Usage(1, 1, 1, 1, True)
-                decision = Decision(f"r{b}-{i}", True, Reason.OK, "ok", pass_id)
-                w.requests[request_key("v", "g", f"r{b}-{i}")] = RequestRecord(
-                    decision, "v", "g", b"fingerprint!", 1, pass_id, 1, 1, -1, 1, False, 0
-                )
-                w.log.append(
-                    LogRecord(0, f"r{b}-{i}", "v", "g", pass_id, 1, True, 1, 1, 0, 0, -1, 0, False)
-                )
-            store.commit(w)
+            store.commit(entry_batch(b, size))
         return batches * size
 
     seconds, items = best_of(2, run)

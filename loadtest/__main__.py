@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from loadtest import client
-from loadtest.config import CLIENTS, MODES, SEED, LoadConfig, default_workers
+from loadtest.config import CLIENTS, DISK_COMMITS, MODES, SEED, LoadConfig, default_workers
 from loadtest.profiles import PROFILES
 from loadtest.server import stop_on_sigterm
 
@@ -110,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         "against echo <= 5 ms); --no-echo-baseline skips it (default: on)",
     )
     p.add_argument(
+        "--disk-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a self-started server, time 1,000 lone durable LMDB commits on its data disk "
+        "after the run (about 6 s): the floor under every durable answer's latency (default: on)",
+    )
+    p.add_argument(
         "--generator-nice",
         type=int,
         default=d.generator_nice,
@@ -156,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         ingress_procs=a.ingress_procs,
         server_args=a.server_arg,
         echo_baseline=a.echo_baseline,
+        disk_commits=DISK_COMMITS if a.disk_check else 0,
         generator_nice=a.generator_nice,
         client=a.client,
         echo_procs=a.echo_procs,

@@ -14,6 +14,9 @@ from core.models import Province
 
 MODES = ("unary", "stream", "batch")
 SEED = 20261001
+# Lone durable commits timed on the data disk after a self-started run (`--disk-check`).
+DISK_COMMITS = 1000
+
 # Population when the load test starts its own server: big enough to be a province's worth of
 # distinct passes for a one-minute run, small enough to import in well under a minute.
 SELF_STARTED_PASSES = 200_000
@@ -75,6 +78,9 @@ class LoadConfig:
     ingress_procs: int = 1
     server_args: list[str] = field(default_factory=list)
     echo_baseline: bool = False
+    # Self-started only: after the run, time this many lone durable LMDB commits on the disk of
+    # the server's data directory (bench/disk.py); 0 skips it.
+    disk_commits: int = 0
     # None: as many as the self-started server's ingress processes (1 with --target).
     echo_procs: int | None = None
     results_dir: Path | None = Path("results")

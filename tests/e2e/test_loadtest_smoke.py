@@ -199,7 +199,13 @@ def test_wire_client_beyond_the_stream_limit_and_with_a_bad_token(echo: EchoTarg
 def test_real_server_self_started(tmp_path: Path) -> None:
     """`make loadtest` in miniature: start run_cluster.py, import passes, run, stop."""
     cfg = _small(
-        target=None, profile="flat", mode="unary", rate=100.0, warmup_s=1.0, results_dir=tmp_path
+        target=None,
+        profile="flat",
+        mode="unary",
+        rate=100.0,
+        warmup_s=1.0,
+        results_dir=tmp_path,
+        disk_commits=20,
     )
     report = run_load(cfg)
     _assert_well_formed(report, tmp_path)
@@ -213,3 +219,8 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     reasons = report["totals"]["decisions_by_reason"]
     # Real decisions: some admitted, and the mix's unknown credentials and the like denied.
     assert reasons.get("REASON_OK", 0) > 0 and len(reasons) > 1
+    # The data disk's lone commits, timed after the run, are in the report and its text.
+    disk = report["disk"]
+    assert disk["commits"] == 20 and 0 < disk["p50"] <= disk["p99"] <= disk["max"]
+    assert disk["objective_ms"] == cfg.slo_ms
+    assert "Data disk: 20 lone durable LMDB commits" in Path(report["files"]["md"]).read_text()
