@@ -43,6 +43,9 @@ class LedgerClient(Protocol):
     def recover(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
         """At shard start: replays the outbox, fences older incarnations, releases orphans."""
 
+    async def recover_async(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
+        """`recover` without blocking the event loop."""
+
     def close(self) -> None: ...
 
 
@@ -93,6 +96,9 @@ class LocalLedgerClient:
         return sum(
             ledger.recover(owner, parts.get(k, Outcomes())) for k, ledger in enumerate(self.ledgers)
         )
+
+    async def recover_async(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
+        return self.recover(owner, outcomes)
 
     def close(self) -> None:
         """The ledgers belong to the caller that made them (tests share them between shards)."""
@@ -160,12 +166,16 @@ class ChannelLedgerClient:
         return done, failed
 
     def recover(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
+        raise RuntimeError("the channel ledger client recovers on the event loop: recover_async")
+
+    async def recover_async(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
+        """The recovery stays a Ray call (rare, and it may wait for a ledger Ray restarts)."""
         parts = _split(outcomes, len(self.handles))
         refs = [
             h.recover.remote(encode((owner, parts.get(k, Outcomes()))))
             for k, h in enumerate(self.handles)
         ]
-        return sum(ray.get(refs, timeout=RECOVER_TIMEOUT_S))
+        return sum(await asyncio.wait_for(asyncio.gather(*refs), RECOVER_TIMEOUT_S))
 
     def close(self) -> None:
         """Stops sending and closes the channels (on the running loop, if there is one)."""

@@ -70,8 +70,16 @@ class BatchCredit:
 
 class ShardCredit:
     def __init__(
-        self, shard_id: int, store: ShardStore, client: LedgerClient | None, province: Province
+        self,
+        shard_id: int,
+        store: ShardStore,
+        client: LedgerClient | None,
+        province: Province,
+        *,
+        recover_now: bool = True,
     ) -> None:
+        """`recover_now`: replay the outbox to the ledger here, blocking; else the caller awaits
+        `recover_async` before the first batch (an asyncio actor must not block its loop)."""
         self.store = store
         # Only entries at these venues can be pay-later: the others cost the batch nothing here.
         self.venues = frozenset(
@@ -94,10 +102,23 @@ class ShardCredit:
         self.asked = self.granted = self.refused = self.unavailable = 0
         self._down_until = 0.0
         self.backoff_s = LEDGER_BACKOFF_S
-        self.orphans_released = self.client.recover(self.owner, dict(self.outbox))
+        self.orphans_released = 0
+        self.recovered = False
+        if recover_now:
+            self._recovered(self.client.recover(self.owner, dict(self.outbox)))
+
+    async def recover_async(self) -> None:
+        """At start, before anything is decided: replays the outbox, fences the earlier
+        incarnations' holds and releases their orphans (`LedgerClient.recover`)."""
+        if not self.recovered:
+            self._recovered(await self.client.recover_async(self.owner, dict(self.outbox)))
+
+    def _recovered(self, orphans_released: int) -> None:
+        self.orphans_released = orphans_released
         # The ledger has taken the whole outbox: drop it in the first commit.
         self._done = list(self.outbox)
         self.outbox = {}
+        self.recovered = True
 
     # -- the batch ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from actors import gc_pauses
 from actors.channel_frames import ChannelAddress
 from actors.channel_server import ChannelServer
 from actors.codec import decode_requests_each, encode_batch
-from actors.errors import StorageError
+from actors.errors import ShardUnavailable, StorageError
 from actors.ledger.client import ChannelLedgerClient
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
@@ -46,6 +46,7 @@ FATAL_EXIT_DELAY_S = 0.2
 # The event loop, Ray's threads and the commit thread take turns at the GIL; a thread back from
 # an fsync or a put waits up to this long for it (the interpreter's default is 5 ms).
 SWITCH_INTERVAL_S = 0.0005
+RECOVERING = "shard starting: its credit ledger recovery failed; retry with the same request_id"
 
 
 def decide_encoded(shard: VenueShard, payload: bytes) -> bytes:
@@ -69,9 +70,13 @@ class ShardService:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         # The credit-ledger actors (actors.ledger); the shard asks them over their channels.
         client = ChannelLedgerClient(ledgers) if ledgers else None
+        # The ledger recovery (outbox replay, fencing) is awaited on the loop before the first
+        # call (`_ready`), not run blocking here.
         self.shard = VenueShard(
-            shard_id, n_shards, province, data_dir, clock_ms, credentials_dir, client
-        )
+            shard_id, n_shards, province, data_dir, clock_ms, credentials_dir, client,
+            recover_ledger=client is None,
+        )  # fmt: skip
+        self._recovery: asyncio.Future[None] | None = None
         self._secret = channel_secret or secrets.token_bytes(32)
         self._channel = ChannelServer(self.decide_batch, self._secret)
         self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
@@ -108,6 +113,27 @@ class ShardService:
         self.shard.commit_writes(group, written)
         self._marker.unlink(missing_ok=True)
 
+    async def _ready(self) -> None:
+        """Before the first call is served: the credit ledger has taken this incarnation's
+        recovery (once; every call waits for the same one). Should it fail, the calls fail for
+        a retry and the process exits so that Ray starts the shard afresh."""
+        if self.shard.credit.recovered:
+            return
+        if self._recovery is None:
+            self._recovery = asyncio.ensure_future(self._recover())
+        await asyncio.shield(self._recovery)
+
+    async def _recover(self) -> None:
+        try:
+            await self.shard.credit.recover_async()
+        except Exception as exc:
+            log.error(
+                "shard %s: credit ledger recovery failed (%r); exiting so that Ray restarts it",
+                self.shard.shard_id, exc,
+            )  # fmt: skip
+            asyncio.get_running_loop().call_later(FATAL_EXIT_DELAY_S, os._exit, 70)
+            raise ShardUnavailable(RECOVERING) from None
+
     def _fatal(self, exc: StorageError) -> None:
         # Memory could not be rebuilt: exiting (not ray.actor.exit_actor) makes Ray restart the
         # shard, which rebuilds from LMDB.
@@ -125,6 +151,7 @@ class ShardService:
         its decision; the loop serves other batches and commits meanwhile. Memory may move on in
         between: the plan holds only what stays true (problems, claimed codes, holds keyed by
         attempt), and the decision reads memory afresh."""
+        await self._ready()
         shard = self.shard
         self._open += 1
         try:
@@ -144,11 +171,13 @@ class ShardService:
     async def channel_address(self) -> ChannelAddress:
         """Where this shard serves its channel; starts the listener on the first call, on the
         node's address as Ray reports it (any port)."""
+        await self._ready()
         return await self._channel.address(ray.util.get_node_ip_address())
 
     async def annul(
         self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
     ) -> tuple[bool, str]:
+        await self._ready()
         shard = self.shard
         return await self.pipeline.run(
             lambda: shard.annul(request_id, venue_id, gate_id, kind, value)
@@ -157,12 +186,14 @@ class ShardService:
     async def reserve(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
     ) -> tuple[bool, str, int, str]:
+        await self._ready()
         shard = self.shard
         return await self.pipeline.run(lambda: shard.reserve(pass_id, venue_id, day, slot_id))
 
     async def cancel_reservation(
         self, pass_id: str, venue_id: str, day: int, slot_id: str
     ) -> tuple[bool, str, int, str]:
+        await self._ready()
         shard = self.shard
         return await self.pipeline.run(
             lambda: shard.cancel_reservation(pass_id, venue_id, day, slot_id)
@@ -177,12 +208,14 @@ class ShardService:
         alerts: tuple[int, int, int] | None,
         allow_overbooking: bool,
     ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+        await self._ready()
         shard = self.shard
         return await self.pipeline.run(
             lambda: shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
         )
 
     async def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
+        await self._ready()
         shard = self.shard
         return await self.pipeline.run(lambda: shard.set_paused(venue_id, paused))
 
@@ -214,4 +247,6 @@ class ShardService:
         return self.shard.pid()
 
     async def ping(self) -> bool:
+        """Ready to serve: the ledger recovery done (the cluster's start waits for it)."""
+        await self._ready()
         return not self.pipeline.broken

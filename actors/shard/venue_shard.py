@@ -139,7 +139,11 @@ class VenueShard(QuotaOps):
         clock_ms: Callable[[], int] | None = None,
         credentials_dir: str | None = None,
         ledger: LedgerClient | None = None,
+        *,
+        recover_ledger: bool = True,
     ) -> None:
+        """`recover_ledger` False: the caller awaits `credit.recover_async()` before the first
+        call (the Ray shard, whose event loop must not block)."""
         self.shard_id = shard_id
         self.province = province
         self._clock = clock_ms or _wall_clock_ms
@@ -165,7 +169,9 @@ class VenueShard(QuotaOps):
         self.last_commit_s = 0.0
         self._commit_samples: list[float] = []
         self._restore()
-        self.credit = ShardCredit(shard_id, self.store, ledger, province)
+        self.credit = ShardCredit(
+            shard_id, self.store, ledger, province, recover_now=recover_ledger
+        )
         warm()
         (shard_dir(data, shard_id) / "pid").write_text(str(os.getpid()))
 
