@@ -343,7 +343,8 @@ class ShardCredit:
             self._send(unsent)
 
     def stats(self) -> dict[str, int]:
-        self.tick()
+        if self.recovered:  # before its recovery a shard sends the ledger nothing
+            self.tick()
         return {
             "credit_hold_calls": self.asked,
             "credit_holds_granted": self.granted,

@@ -22,10 +22,14 @@ from actors.ledger.client import LocalLedgerClient
 from actors.ledger.ledger import Ledger
 from actors.shard import service as service_module
 from actors.shard.service import FATAL_EXIT_DELAY_S, RECOVERING, ShardService
-from core.credit import Owner
+from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.venue_shard import shard_dir
+from core.credit import SETTLE, Owner
+from core.keys import charge_key, request_key
 from tests.unit.test_ledger import NOW_MS, _pass, _province, _req
 
 WAIT_S = 5.0
+LEFT_OVER = charge_key("G1", request_key("hill", "hill-g1", "x1"), b"\x00" * 12)
 
 
 class GatedRecovery(LocalLedgerClient):
@@ -36,6 +40,7 @@ class GatedRecovery(LocalLedgerClient):
         super().__init__([Ledger()])
         self.gate = asyncio.Event()
         self.recoveries = 0
+        self.replayed: dict[bytes, int] = {}
         self.fail = False
 
     def recover(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
@@ -43,6 +48,7 @@ class GatedRecovery(LocalLedgerClient):
 
     async def recover_async(self, owner: Owner, outcomes: dict[bytes, int]) -> int:
         self.recoveries += 1
+        self.replayed = dict(outcomes)
         await self.gate.wait()
         if self.fail:
             raise TimeoutError("no ledger answered")
@@ -54,6 +60,10 @@ def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     writer = CatalogWriter(catalog_path(tmp_path))
     writer.upsert([_pass("G1")])
     writer.close()
+    # What an earlier incarnation left to tell the ledger: a settle in the shard's outbox.
+    store = ShardStore(shard_dir(tmp_path, 0))
+    store.commit(BatchWrites(outbox={LEFT_OVER: SETTLE}))
+    store.close()
     client = GatedRecovery()
     monkeypatch.setattr(service_module, "ChannelLedgerClient", lambda handles: client)
     monkeypatch.setattr(gc_pauses, "settle", gc_pauses.GcPauses)  # no gc.freeze in pytest
@@ -84,12 +94,17 @@ def test_calls_wait_for_one_recovery_on_the_loop(started: tuple[ShardService, An
             await asyncio.sleep(0.005)
         assert not batch.done() and not ping.done()
         assert client.recoveries == 1  # one recovery for every waiting call
+        # Reads (the ingress's metrics poll) are served meanwhile, and send the ledger nothing:
+        # the outbox goes to it with the recovery.
+        await svc.stats()
+        assert client.delivered() == ({}, [])
         assert list(svc.shard.store.iter_requests()) == []  # nothing decided before it
         client.gate.set()
         [decision] = await asyncio.wait_for(batch, WAIT_S)
         assert decision.allowed and decision.pay_later
         assert await asyncio.wait_for(ping, WAIT_S) is True
         assert svc.shard.credit.recovered and client.recoveries == 1
+        assert client.replayed == {LEFT_OVER: SETTLE}
 
     asyncio.run(asyncio.wait_for(body(), WAIT_S * 3))
 
