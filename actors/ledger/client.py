@@ -8,7 +8,6 @@ import asyncio
 from typing import Any, Protocol
 
 import msgspec
-import ray
 
 from actors.channel_client import ChannelClient, ClientSettings
 from actors.errors import PassgateError
