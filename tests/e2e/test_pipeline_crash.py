@@ -174,9 +174,13 @@ def test_sigkill_between_two_commits_then_told_equals_stored(server: Server) -> 
         )
     print(
         f"decided {len(ledger.decided)}, admits told {told}, stored {stored}, "
-        f"in doubt after the kill {doubted}, killed inside commit {held} with a batch behind it"
+        f"in doubt after the kill {doubted}, killed inside commit {held} with a batch behind it, "
+        f"answered before the kill {before_kill}, by the restart {after_restart}"
     )
     assert told > 50, "too few admits to say anything"
-    assert 0 < before_kill < after_restart < len(ledger.decided)
+    # Admits were answered before the kill and after the restart. None can be answered while
+    # the shard is down, and the kill may land before any commit ends after `before_kill` was
+    # read, so the two counts may be equal.
+    assert 0 < before_kill <= after_restart < len(ledger.decided)
     assert stored == told
     assert status.entries_today == told
