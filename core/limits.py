@@ -36,6 +36,9 @@ def text_problem(value: str, limit: Limit = ID, *, required: bool = True) -> str
     """Why `value` is not acceptable, or None. Never quotes the value itself."""
     if not value:
         return "required" if required else None
+    # Nearly every id is short printable ASCII: one byte per character, no control character.
+    if len(value) <= min(limit.chars, limit.bytes) and value.isascii() and value.isprintable():
+        return None
     if len(value) > limit.chars:
         return f"longer than {limit.chars} characters"
     try:
