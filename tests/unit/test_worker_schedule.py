@@ -1,13 +1,17 @@
 """The load generator's schedule makes scans ahead only while none of its calls is out (or too
 few are left): on two cores, its work while a call is out would delay the server's answer to
 that very call and be charged to the server. It wakes as soon as the last call returns, so the
-next send still finds its scans made."""
+next send still finds its scans made.
+
+The schedule runs on an event loop with a virtual clock: a sleep advances the clock at once, so a
+busy machine cannot make a reply late and the test's counts are exact."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import selectors
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +31,33 @@ DURATION_S = 0.4
 class Stop:
     def is_set(self) -> bool:
         return False
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
+class VirtualSelector(selectors.DefaultSelector):
+    """Never waits: a select with a timeout moves the virtual clock on by that timeout."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout:
+            self.clock.now += timeout
+        return super().select(0)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.clock = VirtualClock()
+        super().__init__(VirtualSelector(self.clock))
+
+    def time(self) -> float:
+        return self.clock.now
 
 
 class FakeSender:
@@ -89,20 +120,28 @@ def _worker(creds: Path) -> Worker:
     return Worker(spec, out=None)
 
 
-def test_scans_are_made_only_between_calls_and_never_run_out(tmp_path: Path) -> None:
+def test_scans_are_made_only_between_calls_and_never_run_out(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "admin.jwt").write_text("not-a-real-token")
+    loop = VirtualTimeLoop()
+    worker = _worker(tmp_path)
+    worker.loop = loop
+    monkeypatch.setattr(worker, "now", loop.time)
+    sender = FakeSender(worker)
 
-    async def main() -> FakeSender:
-        worker = _worker(tmp_path)
-        worker.loop = asyncio.get_running_loop()
-        worker.t0 = time.monotonic()
-        sender = FakeSender(worker)
+    async def main() -> None:
         await worker._schedule(sender, Stop())  # type: ignore[arg-type]
         await asyncio.sleep(REPLY_AFTER_S * 3)
-        return sender
 
-    sender = asyncio.run(main())
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    # The schedule ran its whole profile on the virtual clock: the last arrival is within one
+    # interval of the end.
+    assert loop.time() >= DURATION_S - 1 / RATE
     assert sender.sends >= RATE * DURATION_S * 0.9
     assert sender.made_while_out == 0
     # Every call's scan was made after the call before it returned, ahead of the next send.
