@@ -11,7 +11,6 @@ from loadtest import fuzz_ops as ops
 from loadtest import fuzz_typed as typed
 from loadtest import fuzz_world as w
 from loadtest.fuzz_inputs import (
-    METHODS,
     Ctx,
     Probe,
     enum,
@@ -67,8 +66,10 @@ def templates(ctx: Ctx, method: str) -> list[bytes]:
     elif name == "RevokePass":
         msg = passes_pb2.RevokeRequest(pass_id=pid, reason="lost")
     elif name in ("Reserve", "CancelReservation"):
-        cls = METHODS[method].request
-        msg = cls(pass_id=pid, venue_id=venue, date=w.TODAY, slot_id=w.CURRENT_SLOT)
+        booking = (
+            passes_pb2.ReserveRequest if name == "Reserve" else passes_pb2.CancelReservationRequest
+        )
+        msg = booking(pass_id=pid, venue_id=venue, date=w.TODAY, slot_id=w.CURRENT_SLOT)
     elif name == "SetVenueQuota":
         msg = quota_pb2.VenueQuota(
             venue_id=venue,
