@@ -5,6 +5,11 @@ several consecutive batches in one) with LMDB's durable commit (data sync, then 
 the shard acknowledges only after that commit returns. On start the shard rebuilds its memory from
 here. Values are tagged `core.records` types; keys come from `core.keys` (length-prefixed, never
 separator-joined).
+
+Request records are stored under their decision time, then their request key: a batch's new
+records land at the end of the table and expired ones leave from its start, so a commit writes a
+few pages of it instead of one page per record (random request keys touch a leaf page each, and
+every page touched is written and synced).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from core.records import (
 
 SHARD_MAP_SIZE = 32 << 30  # sparse
 _SEQ = struct.Struct(">Q")
+_TIME = struct.Struct(">Q")
 _COUNTERS_KEY = b"counters"
 _USAGE = decoder(Usage)
 _REQUEST = decoder(RequestRecord)
@@ -50,7 +56,8 @@ class BatchWrites:
 
     usage: dict[bytes, Usage] = field(default_factory=dict)
     requests: dict[bytes, RequestRecord] = field(default_factory=dict)
-    expired_requests: list[bytes] = field(default_factory=list)
+    # (request key, decided_at_ms) of the records to delete.
+    expired_requests: list[tuple[bytes, int]] = field(default_factory=list)
     log: list[LogRecord] = field(default_factory=list)
     venues: dict[str, VenueState] = field(default_factory=dict)
     reservations_put: dict[bytes, int] = field(default_factory=dict)
@@ -82,6 +89,15 @@ class BatchWrites:
         )
 
 
+_OLD_REQUESTS = b"req"
+
+
+def stored_request_key(request_key: bytes, decided_at_ms: int) -> bytes:
+    """A request record's key in LMDB: its decision time first (a time before the epoch, from a
+    clock set wrong, sorts as the epoch)."""
+    return _TIME.pack(max(0, decided_at_ms)) + request_key
+
+
 class ShardStore:
     def __init__(self, path: Path, *, sync: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -92,7 +108,7 @@ class ShardStore:
         except lmdb.Error as exc:
             raise storage_error(f"cannot open shard store at {path}", exc) from exc
         self._usage = self._env.open_db(b"usage")
-        self._req = self._env.open_db(b"req")
+        self._req = self._env.open_db(b"req_by_time")
         self._log = self._env.open_db(b"log")
         self._venue = self._env.open_db(b"venue")
         self._resv = self._env.open_db(b"resv")
@@ -100,6 +116,24 @@ class ShardStore:
         self._outbox = self._env.open_db(b"outbox")
         self._links = self._env.open_db(b"credit_link")
         self.next_seq = self._last_seq() + 1
+        self._move_old_requests()
+
+    def _move_old_requests(self) -> None:
+        """A store written before request records were keyed by time keeps them in `req`: they
+        move, once, in one transaction."""
+        with self._env.begin() as txn:
+            if txn.get(_OLD_REQUESTS) is None:  # named databases are keys of the main one
+                return
+        try:
+            with self._env.begin(write=True) as txn:
+                old = self._env.open_db(_OLD_REQUESTS, txn=txn)
+                for key, raw in txn.cursor(db=old):
+                    at_ms = _REQUEST.decode(raw).decision.decided_at_ms
+                    txn.put(stored_request_key(bytes(key), at_ms), raw, db=self._req)
+                txn.drop(old, delete=True)
+        except lmdb.Error as exc:
+            what = "cannot move request records to their time-keyed table"
+            raise storage_error(what, exc) from exc
 
     def _last_seq(self) -> int:
         with self._env.begin(db=self._log) as txn:
@@ -136,9 +170,9 @@ class ShardStore:
         for key, usage in w.usage.items():
             put(key, encode(usage), db=self._usage)
         for key, rec in w.requests.items():
-            put(key, encode(rec), db=self._req)
-        for key in w.expired_requests:
-            txn.delete(key, db=self._req)
+            put(stored_request_key(key, rec.decision.decided_at_ms), encode(rec), db=self._req)
+        for key, at_ms in w.expired_requests:
+            txn.delete(stored_request_key(key, at_ms), db=self._req)
             txn.delete(key, db=self._links)
         for log in w.log:
             put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
@@ -194,9 +228,10 @@ class ShardStore:
         return self._env.begin(buffers=True)
 
     def iter_requests(self) -> Iterator[tuple[bytes, RequestRecord]]:
+        """(request key, record), oldest decision first."""
         with self._env.begin(db=self._req, buffers=True) as txn:
             for key, raw in txn.cursor():
-                yield bytes(key), _REQUEST.decode(raw)
+                yield bytes(key[_TIME.size :]), _REQUEST.decode(raw)
 
     def iter_venues(self) -> Iterator[tuple[str, VenueState]]:
         with self._env.begin(db=self._venue, buffers=True) as txn:

@@ -481,8 +481,9 @@ class VenueShard(QuotaOps):
         order = self._req_order
         while order and now_ms - order[0][0] >= REQUEST_TTL_MS:
             _, key = order.popleft()
-            if self.requests.pop(key, None) is not None:
-                writes.expired_requests.append(key)
+            rec = self.requests.pop(key, None)
+            if rec is not None:
+                writes.expired_requests.append((key, rec.decision.decided_at_ms))
 
     def _commit(self, batch: _Batch, now_ms: int) -> None:
         if now_ms - self._last_snapshot_ms >= COUNTER_SNAPSHOT_EVERY_MS and batch.events:

@@ -1,0 +1,96 @@
+"""Request records in LMDB: keyed by decision time, expired from the front, and moved once from a
+store written before that layout. No Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from actors.catalog import CatalogWriter, catalog_path
+from actors.shard.store import SHARD_MAP_SIZE
+from actors.shard.venue_shard import REQUEST_TTL_MS, VenueShard, shard_dir
+from tests.unit.test_shard import Clock, _decide, _pass, _req, _shard
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    writer = CatalogWriter(catalog_path(tmp_path))
+    writer.upsert(_pass(i) for i in range(5))
+    writer.close()
+    return tmp_path
+
+
+def _stored(shard: VenueShard) -> dict[str, int]:
+    """request_id -> decided_at_ms of the records in LMDB."""
+    return {rec.decision.request_id: rec.decision.decided_at_ms for _, rec in
+            shard.store.iter_requests()}  # fmt: skip
+
+
+def test_records_leave_lmdb_once_expired_and_are_read_back_oldest_first(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    t0 = clock.ms
+    _decide(shard, _req("b", "lake", "C1"))
+    clock.ms += 1000
+    _decide(shard, _req("a", "lake", "C2"))
+    assert list(_stored(shard).items()) == [("b", t0), ("a", t0 + 1000)]
+    clock.ms = t0 + REQUEST_TTL_MS + 1
+    _decide(shard, _req("c", "lake", "C3"))  # the batch expires "b"
+    assert list(_stored(shard)) == ["a", "c"]
+    shard.close()
+    again = _shard(data_dir, clock)
+    assert list(_stored(again)) == ["a", "c"]
+    assert set(again.requests) == {k for k, _ in again.store.iter_requests()}
+
+
+def test_a_request_id_decided_again_after_expiry_keeps_its_new_record(data_dir: Path) -> None:
+    """Expiry and the new decision fall in one batch: the new record survives a restart, so a
+    retry of it is answered, not decided (and counted) a second time."""
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    _decide(shard, _req("r1", "lake", "C1"))
+    clock.ms += REQUEST_TTL_MS + 1
+    [second] = _decide(shard, _req("r1", "lake", "C1"))
+    assert second.decided_at_ms == clock.ms
+    assert _stored(shard) == {"r1": clock.ms}
+    shard.close()
+    again = _shard(data_dir, clock)
+    admits = again.stored_admits()
+    clock.ms += 1000
+    [retry] = _decide(again, _req("r1", "lake", "C1"))
+    assert retry == second
+    assert again.stored_admits() == admits
+
+
+def _to_old_layout(data: Path) -> int:
+    """Rewrites a shard store as a version before time keys kept it: `req`, by request key."""
+    env = lmdb.open(str(shard_dir(data, 0)), map_size=SHARD_MAP_SIZE, max_dbs=10)
+    with env.begin(write=True) as txn:
+        new = env.open_db(b"req_by_time", txn=txn)
+        old = env.open_db(b"req", txn=txn)
+        moved = 0
+        for key, raw in txn.cursor(db=new):
+            txn.put(bytes(key[8:]), bytes(raw), db=old)
+            moved += 1
+        txn.drop(new, delete=True)
+    env.close()
+    return moved
+
+
+def test_a_store_of_the_old_layout_has_its_records_moved_once(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    first = _decide(shard, _req("r1", "lake", "C1"), _req("r2", "small", "C2"))
+    shard.close()
+    assert _to_old_layout(data_dir) == 2
+    again = _shard(data_dir, clock)
+    assert _decide(again, _req("r1", "lake", "C1"), _req("r2", "small", "C2")) == first
+    assert again.stored_admits() == 2
+    assert set(_stored(again)) == {"r1", "r2"}
+    again.close()
+    env = lmdb.open(str(shard_dir(data_dir, 0)), map_size=SHARD_MAP_SIZE, max_dbs=10)
+    with env.begin() as txn:
+        assert txn.get(b"req") is None and txn.get(b"req_by_time") is not None
+    env.close()
