@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 TARGET ?=
 DATA_DIR ?= data
+# h2load for make bench's cross-check when the system has none (ops/fetch_h2load.sh).
+H2LOAD_DIR := $(VENV)/h2load
 
 .PHONY: run test unit e2e lint proto bench loadtest fuzz clean
 
@@ -37,6 +39,8 @@ proto: $(STAMP)
 	$(PY) -m proto.generate
 
 bench: $(STAMP)
+	@command -v h2load >/dev/null || test -d $(H2LOAD_DIR) || ops/fetch_h2load.sh $(H2LOAD_DIR) \
+		|| echo "make bench goes on without h2load: no dry-run ratio"
 	$(PY) -m bench $(ARGS)
 
 loadtest: $(STAMP)

@@ -21,6 +21,7 @@ against it and prints passgate / echo.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import struct
@@ -33,6 +34,27 @@ from bench.echo_server import running_echo
 from loadtest import client
 from loadtest.client import ClientAuth
 from proto.passgate.v1 import common_pb2, gate_pb2
+
+# Where `make bench` unpacks Debian's nghttp2-client when the system has no h2load
+# (ops/fetch_h2load.sh): inside the virtual environment.
+FETCHED = Path(sys.prefix) / "h2load"
+MISSING = "h2load not found (apt-get install nghttp2-client, or make bench fetches it)"
+
+
+def h2load_command(fetched: Path = FETCHED) -> tuple[str, dict[str, str] | None] | None:
+    """The h2load to run and its environment (None: this process's): the system's, else the one
+    `make bench` fetched, with its libraries on the loader's path; None when there is neither."""
+    found = shutil.which("h2load")
+    if found is not None:
+        return found, None
+    binary = fetched / "usr" / "bin" / "h2load"
+    if not os.access(binary, os.X_OK):
+        return None
+    libs = sorted({str(lib.parent) for lib in fetched.glob("usr/lib/**/*.so*")})
+    env = dict(os.environ)
+    inherited = [env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, *inherited])
+    return str(binary), env
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -54,19 +76,21 @@ def prepared_request(venue: str, gate: str, card: str) -> bytes:
 def run(
     target: str, requests: int, clients: int, streams: int, body: bytes, auth: ClientAuth
 ) -> str:
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load not found: apt-get install nghttp2-client")
+    found = h2load_command()
+    if found is None:
+        raise SystemExit(MISSING)
+    h2load, env = found
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:
         f.write(body)
         f.flush()
         scheme = "http" if auth.insecure else "https"
         cmd = [
-            "h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams),
+            h2load, "-n", str(requests), "-c", str(clients), "-m", str(streams),
             "-H", "content-type: application/grpc", "-H", "te: trailers",
             "-H", f"authorization: Bearer {auth.bearer}",
             "-d", f.name, f"{scheme}://{target}/passgate.v1.Gate/Validate",
         ]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, env=env)
     return out.stdout + out.stderr + refusal_warning(out.stdout)
 
 

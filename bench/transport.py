@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,8 +175,8 @@ def _dry_run_body() -> bytes:
 
 
 def _h2load(target: str, auth: ClientAuth) -> dict[str, Any]:
-    if shutil.which("h2load") is None:
-        return {"skipped": "h2load not found (apt-get install nghttp2-client): no dry-run ratio"}
+    if h2load_check.h2load_command() is None:
+        return {"skipped": f"{h2load_check.MISSING}: no dry-run ratio"}
     print("\n== h2load: dry-run Validate, passgate then echo (1 process each) ==", flush=True)
     body = _dry_run_body()
     load = (H2LOAD["requests"], H2LOAD["clients"], H2LOAD["streams"], body, auth)
