@@ -227,11 +227,34 @@ class ShardStore:
         transaction per item. Records committed meanwhile are in the shard's memory already."""
         return self._env.begin(buffers=True)
 
-    def iter_requests(self) -> Iterator[tuple[bytes, RequestRecord]]:
-        """(request key, record), oldest decision first."""
+    def iter_requests(self, since_ms: int = 0) -> Iterator[tuple[bytes, RequestRecord]]:
+        """(request key, record) of the records decided at `since_ms` or later, oldest first."""
         with self._env.begin(db=self._req, buffers=True) as txn:
-            for key, raw in txn.cursor():
+            cur = txn.cursor()
+            if not cur.set_range(_TIME.pack(max(0, since_ms))):
+                return
+            for key, raw in cur:
                 yield bytes(key[_TIME.size :]), _REQUEST.decode(raw)
+
+    def drop_requests_before(self, before_ms: int) -> int:
+        """Deletes the records decided before `before_ms`, with their credit links, in one
+        transaction: those a shard stopped before they expired. Returns how many."""
+        cutoff = _TIME.pack(max(0, before_ms))
+        dropped = 0
+        try:
+            with self._env.begin(write=True) as txn:
+                cur = txn.cursor(db=self._req)
+                cur.first()
+                while True:
+                    key = bytes(cur.key())
+                    if not key or key >= cutoff:
+                        break
+                    txn.delete(key[_TIME.size :], db=self._links)
+                    cur.delete()  # and on to the next record
+                    dropped += 1
+        except lmdb.Error as exc:
+            raise storage_error("cannot drop expired request records", exc) from exc
+        return dropped
 
     def iter_venues(self) -> Iterator[tuple[str, VenueState]]:
         with self._env.begin(db=self._venue, buffers=True) as txn:

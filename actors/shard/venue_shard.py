@@ -24,6 +24,7 @@ commit fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actors.catalog import CatalogReader, catalog_path
-from actors.errors import DataDirMismatch
+from actors.errors import DataDirMismatch, StorageError
 from actors.ledger.client import LedgerClient
 from actors.routing import shard_of
 from actors.shard.code_claims import (
@@ -168,6 +169,7 @@ class VenueShard(QuotaOps):
         self.items = 0
         self.last_commit_s = 0.0
         self._commit_samples: list[float] = []
+        self._drop_expired_requests()
         self._restore()
         self.credit = ShardCredit(
             shard_id, self.store, ledger, province, recover_now=recover_ledger
@@ -194,6 +196,12 @@ class VenueShard(QuotaOps):
         self.credit.store = self.store
         self._restore()
 
+    def _drop_expired_requests(self) -> None:
+        """Request records live REQUEST_TTL_MS; those the last stop left behind older than that
+        go at start. On a full disk they stay until a later start (reading skips them)."""
+        with contextlib.suppress(StorageError):
+            self.store.drop_requests_before(self._clock() - REQUEST_TTL_MS + 1)
+
     def _restore(self) -> None:
         """Builds memory afresh from LMDB (at start, and in `reload`)."""
         max_slots = max([len(v.slots) for v in self._owned] + [1])
@@ -205,16 +213,10 @@ class VenueShard(QuotaOps):
         self._last_snapshot_ms = 0
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
         # millions of usage records serves again without decoding them all first.
-        now = self._clock()
-        live = [
-            (rec.decision.decided_at_ms, key, rec)
-            for key, rec in self.store.iter_requests()
-            if now - rec.decision.decided_at_ms < REQUEST_TTL_MS
-        ]
-        live.sort(key=lambda item: item[0])
-        for at_ms, key, rec in live:
+        since_ms = self._clock() - REQUEST_TTL_MS + 1
+        for key, rec in self.store.iter_requests(since_ms):  # oldest first, as they expire
             self.requests[key] = rec
-            self._req_order.append((at_ms, key))
+            self._req_order.append((rec.decision.decided_at_ms, key))
         self.book.restore(self.store)
         self._restore_counters()
 

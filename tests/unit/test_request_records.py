@@ -94,3 +94,18 @@ def test_a_store_of_the_old_layout_has_its_records_moved_once(data_dir: Path) ->
     with env.begin() as txn:
         assert txn.get(b"req") is None and txn.get(b"req_by_time") is not None
     env.close()
+
+
+def test_records_a_stop_left_behind_expire_at_the_next_start(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    _decide(shard, _req("old", "lake", "C1"))
+    clock.ms += 60_000
+    _decide(shard, _req("young", "lake", "C2"))
+    shard.close()
+    clock.ms += REQUEST_TTL_MS - 30_000  # "old" is past its time, "young" is not
+    again = _shard(data_dir, clock)
+    assert list(_stored(again)) == ["young"]
+    assert list(again.requests) == [k for k, _ in again.store.iter_requests()]
+    [retry] = _decide(again, _req("young", "lake", "C2"))  # still answered from its record
+    assert retry.decided_at_ms == clock.ms - REQUEST_TTL_MS + 30_000
