@@ -30,7 +30,7 @@ from pathlib import Path
 import lmdb
 
 from actors.errors import storage_error
-from actors.shard import node_env
+from actors.shard import node_env, stamps
 from core.qr import KEY_ID_RE, public_key_bytes
 
 log = logging.getLogger("passgate.codes")
@@ -104,13 +104,13 @@ class CodeClaims:
                 return owner != c.owner
         if not c.check_only:
             txn.put(c.key, _VALUE.pack(c.expiry_ms, c.owner), db=self._claims)
-            txn.put(node_env.stamp_key(c.expiry_ms, c.key), b"", db=self._expiry)
+            txn.put(stamps.stamp_key(c.expiry_ms, c.key), b"", db=self._expiry)
         return False
 
     def _purge(self, txn: lmdb.Transaction, now_ms: int) -> int:
         """Deletes up to PURGE_MAX claims whose window has passed; returns how many."""
         # A later claim of the same code (after this one expired) keeps its own entry.
-        return node_env.purge_index(
+        return stamps.purge_index(
             txn, self._expiry, self._claims, now_ms, PURGE_MAX,
             lambda raw: _VALUE.unpack(raw)[0] <= now_ms,
         )  # fmt: skip

@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import struct
 import time
 from pathlib import Path
 
 import lmdb
 
 from actors.errors import storage_error
-from actors.shard import node_env
+from actors.shard import node_env, stamps
 from core.models import (
     Direction,
     Outcome,
@@ -56,7 +55,6 @@ MIN_KEEP_MS = 60_000
 # A failing store (a full disk) is reported at most this often, not once per batch.
 WARN_EVERY_S = 60.0
 
-_TIME = struct.Struct(">Q")
 _PASS_KEY = 16
 _SIGHTING = decoder(Sighting)
 _FLAG = decoder(SharedFlag)
@@ -104,11 +102,11 @@ class SightingsStore:
             with self._env.begin(write=True) as txn:
                 for key, sighting in seen.items():
                     txn.put(key, encode(sighting), db=self._last)
-                    txn.put(node_env.stamp_key(sighting.at_ms, key), b"", db=self._expiry)
+                    txn.put(stamps.stamp_key(sighting.at_ms, key), b"", db=self._expiry)
                 for key, flag in flags:
-                    fkey = key + _TIME.pack(flag.at_ms) + flag.venue_id.encode()
+                    fkey = key + stamps.STAMP.pack(flag.at_ms) + flag.venue_id.encode()
                     txn.put(fkey, encode(flag), db=self._flags)
-                    txn.put(node_env.stamp_key(flag.at_ms, fkey), b"", db=self._flag_expiry)
+                    txn.put(stamps.stamp_key(flag.at_ms, fkey), b"", db=self._flag_expiry)
                 if purge:
                     self._purge(txn, now_ms)
         except lmdb.Error as exc:
@@ -119,12 +117,12 @@ class SightingsStore:
     def _purge(self, txn: lmdb.Transaction, now_ms: int) -> int:
         # A sighting rewritten since (a newer one of the pass) is kept; flags are never rewritten.
         before_ms = now_ms - self.keep_ms
-        done = node_env.purge_index(
+        done = stamps.purge_index(
             txn, self._expiry, self._last, before_ms, PURGE_MAX,
             lambda raw: _SIGHTING.decode(raw).at_ms <= before_ms,
         )  # fmt: skip
         flags_before_ms = now_ms - FLAG_KEEP_MS
-        return done + node_env.purge_index(
+        return done + stamps.purge_index(
             txn, self._flag_expiry, self._flags, flags_before_ms, PURGE_MAX
         )
 

@@ -15,6 +15,7 @@ every page touched is written and synced).
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import lmdb
 import msgspec
 
 from actors.errors import storage_error
+from actors.shard.stamps import STAMP, purge_index, stamp_key
 from core.credit import CreditLink, OutboxRecord
 from core.keys import split_reservation_key, split_usage_key
 from core.records import (
@@ -38,7 +40,6 @@ from core.records import (
 
 SHARD_MAP_SIZE = 32 << 30  # sparse
 _SEQ = struct.Struct(">Q")
-_TIME = struct.Struct(">Q")
 _COUNTERS_KEY = b"counters"
 _USAGE = decoder(Usage)
 _REQUEST = decoder(RequestRecord)
@@ -93,9 +94,9 @@ _OLD_REQUESTS = b"req"
 
 
 def stored_request_key(request_key: bytes, decided_at_ms: int) -> bytes:
-    """A request record's key in LMDB: its decision time first (a time before the epoch, from a
-    clock set wrong, sorts as the epoch)."""
-    return _TIME.pack(max(0, decided_at_ms)) + request_key
+    """A request record's key in LMDB: stamped with its decision time (a time before the epoch,
+    from a clock set wrong, sorts as the epoch). With no request key: where that time starts."""
+    return stamp_key(max(0, decided_at_ms), request_key)
 
 
 class ShardStore:
@@ -231,30 +232,20 @@ class ShardStore:
         """(request key, record) of the records decided at `since_ms` or later, oldest first."""
         with self._env.begin(db=self._req, buffers=True) as txn:
             cur = txn.cursor()
-            if not cur.set_range(_TIME.pack(max(0, since_ms))):
+            if not cur.set_range(stored_request_key(b"", since_ms)):
                 return
             for key, raw in cur:
-                yield bytes(key[_TIME.size :]), _REQUEST.decode(raw)
+                yield bytes(key[STAMP.size :]), _REQUEST.decode(raw)
 
     def drop_requests_before(self, before_ms: int) -> int:
         """Deletes the records decided before `before_ms`, with their credit links, in one
         transaction: those a shard stopped before they expired. Returns how many."""
-        cutoff = _TIME.pack(max(0, before_ms))
-        dropped = 0
         try:
             with self._env.begin(write=True) as txn:
-                cur = txn.cursor(db=self._req)
-                cur.first()
-                while True:
-                    key = bytes(cur.key())
-                    if not key or key >= cutoff:
-                        break
-                    txn.delete(key[_TIME.size :], db=self._links)
-                    cur.delete()  # and on to the next record
-                    dropped += 1
+                # The record table is its own expiry index; the links are keyed by request key.
+                return purge_index(txn, self._req, self._links, before_ms - 1, sys.maxsize)
         except lmdb.Error as exc:
             raise storage_error("cannot drop expired request records", exc) from exc
-        return dropped
 
     def iter_venues(self) -> Iterator[tuple[str, VenueState]]:
         with self._env.begin(db=self._venue, buffers=True) as txn:
