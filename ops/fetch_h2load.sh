@@ -20,11 +20,10 @@ for deb in "$tmp"/*.deb; do
 	dpkg -x "$deb" "$dest.part"
 done
 libs=$(dirname "$(find "$dest.part" -name 'libev.so.4' | head -n 1)")
-if ! LD_LIBRARY_PATH="$libs" "$dest.part/usr/bin/h2load" --version >/dev/null 2>&1; then
+if ! version=$(LD_LIBRARY_PATH="$libs" "$dest.part/usr/bin/h2load" --version 2>/dev/null); then
 	echo "h2load: the fetched binary does not run here" >&2
 	exit 1
 fi
-version=$(LD_LIBRARY_PATH="$libs" "$dest.part/usr/bin/h2load" --version)
 rm -rf "$dest"
 mv "$dest.part" "$dest"
 echo "h2load: $version, unpacked under $dest"

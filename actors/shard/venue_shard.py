@@ -200,7 +200,11 @@ class VenueShard(QuotaOps):
         """Request records live REQUEST_TTL_MS; those the last stop left behind older than that
         go at start. On a full disk they stay until a later start (reading skips them)."""
         with contextlib.suppress(StorageError):
-            self.store.drop_requests_before(self._clock() - REQUEST_TTL_MS + 1)
+            self.store.drop_requests_before(self._oldest_live_ms())
+
+    def _oldest_live_ms(self) -> int:
+        """The decision time of the oldest request record still live (REQUEST_TTL_MS) now."""
+        return self._clock() - REQUEST_TTL_MS + 1
 
     def _restore(self) -> None:
         """Builds memory afresh from LMDB (at start, and in `reload`)."""
@@ -213,8 +217,7 @@ class VenueShard(QuotaOps):
         self._last_snapshot_ms = 0
         # Usage is not preloaded: it is read from LMDB on first use (`_usage`), so a shard with
         # millions of usage records serves again without decoding them all first.
-        since_ms = self._clock() - REQUEST_TTL_MS + 1
-        for key, rec in self.store.iter_requests(since_ms):  # oldest first, as they expire
+        for key, rec in self.store.iter_requests(self._oldest_live_ms()):  # oldest first
             self.requests[key] = rec
             self._req_order.append((rec.decision.decided_at_ms, key))
         self.book.restore(self.store)

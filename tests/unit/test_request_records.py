@@ -6,20 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import lmdb
-import pytest
 
-from actors.catalog import CatalogWriter, catalog_path
 from actors.shard.store import SHARD_MAP_SIZE
 from actors.shard.venue_shard import REQUEST_TTL_MS, VenueShard, shard_dir
-from tests.unit.test_shard import Clock, _decide, _pass, _req, _shard
+from tests.unit import test_shard
+from tests.unit.test_shard import Clock, _decide, _req, _shard
 
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    writer = CatalogWriter(catalog_path(tmp_path))
-    writer.upsert(_pass(i) for i in range(5))
-    writer.close()
-    return tmp_path
+data_dir = test_shard.data_dir  # the shard tests' catalog, as a fixture of this module too
 
 
 def _stored(shard: VenueShard) -> dict[str, int]:
