@@ -6,6 +6,13 @@ Each worker then runs its own seeded `Mix`, which keeps a little memory of what 
 allowed, so that exits, repeated scans, passback attempts and retries refer to real earlier scans.
 Shared cards: one pass scanned at a venue and, a few scans later, at a venue at least FAR_KM away
 that its product also covers (pairs precomputed from the venues' locations, at most MAX_FAR_PAIRS).
+
+Nobody else is in two places at once: every pass has a home venue (`home_of`: one of its product's
+venues, drawn by popularity from a hash of the pass, so every worker, the warm-up and the echo
+baseline agree), and its plain entries all go there; a pass drawn again is a re-entry at home,
+never a scan far away. Were passes scanned wherever they are drawn, a population not much larger
+than a run's scans would meet itself at two venues within minutes, and most shared-card flags
+of a run (a third of all entries, seen before homes) would measure the generator, not the cards.
 """
 
 from __future__ import annotations
@@ -118,6 +125,8 @@ class MixPlan:
     zipf_s: float = 1.0
     # (product index, venue rank, far venue rank): both venues covered by the product.
     far_pairs: tuple[tuple[int, int, int], ...] = ()
+    # Per product: the venue ranks it covers and their cumulative popularity (`home_of`).
+    homes: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         top = self.venues[:5]
@@ -191,6 +200,10 @@ def build_plan(
         )
     weights = [1.0 / (rank**zipf_s) for rank in range(1, len(venues) + 1)]
     pairs = far_pairs(province, venues, seed)
+    homes = []
+    for k in range(len(product_ids)):
+        ranks = tuple(r for r, v in enumerate(venues) if k in v.products)
+        homes.append((ranks, tuple(itertools.accumulate(weights[r] for r in ranks))))
     return MixPlan(
         product_ids=product_ids,
         venues=tuple(venues),
@@ -200,6 +213,7 @@ def build_plan(
         shares=shares or MixShares(),
         zipf_s=zipf_s,
         far_pairs=pairs,
+        homes=tuple(homes),
     )
 
 
@@ -224,11 +238,28 @@ def far_pairs(
 
 def pick_pass(plan: MixPlan, venue: VenuePlan, rng: random.Random) -> int | None:
     """A random active pass whose product covers `venue` (products weighted by their size)."""
+    drawn = pick_pass_of_product(plan, venue, rng)
+    return None if drawn is None else drawn[0]
+
+
+def pick_pass_of_product(
+    plan: MixPlan, venue: VenuePlan, rng: random.Random
+) -> tuple[int, int] | None:
+    """`pick_pass`, with the pass's product index."""
     if not venue.products:
         return None
     k = bisect.bisect_right(venue.cum_weights, rng.random() * venue.cum_weights[-1])
-    passes = plan.passes_by_product[venue.products[min(k, len(venue.products) - 1)]]
-    return int(passes[rng.randrange(passes.shape[0])])
+    product = venue.products[min(k, len(venue.products) - 1)]
+    passes = plan.passes_by_product[product]
+    return int(passes[rng.randrange(passes.shape[0])]), product
+
+
+def home_of(plan: MixPlan, product: int, pass_index: int) -> int:
+    """The venue (rank) where the pass's plain entries go: one its product covers, chosen by
+    popularity from a hash of the pass index (the same in every process and run)."""
+    ranks, cum = plan.homes[product]
+    unit = ((pass_index * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % (1 << 64)) / float(1 << 64)
+    return ranks[min(bisect.bisect_right(cum, unit * cum[-1]), len(ranks) - 1)]
 
 
 class _Zipf:
@@ -337,13 +368,15 @@ class Mix:
         plan = self.plan.venues[venue]
         if plan.holders and self.rng.random() < self.plan.shares.holders:
             return self._scan_pass(venue, self.rng.choice(plan.holders))
-        pass_index = pick_pass(self.plan, plan, self.rng)
-        if pass_index is None and self._covering:
-            venue = self._covering.pick(self.rng)
-            pass_index = pick_pass(self.plan, self.plan.venues[venue], self.rng)
-        if pass_index is None:
+        drawn = pick_pass_of_product(self.plan, plan, self.rng)
+        if drawn is None and self._covering:
+            drawn = pick_pass_of_product(
+                self.plan, self.plan.venues[self._covering.pick(self.rng)], self.rng
+            )
+        if drawn is None:
             return self._unknown()
-        return self._scan_pass(venue, pass_index)
+        pass_index, product = drawn
+        return self._scan_pass(home_of(self.plan, product, pass_index), pass_index)
 
     def _exit(self) -> gate_pb2.ValidateRequest | None:
         if not self._entries:
@@ -398,11 +431,17 @@ class Mix:
             return None
         venue = self._pay_later_venues.pick(self.rng)
         plan = self.plan.venues[venue]
-        passes = self.plan.passes_by_product[self.rng.choice(plan.pay_later_products)]
+        product = self.rng.choice(plan.pay_later_products)
+        passes = self.plan.passes_by_product[product]
         n = passes.shape[0]
         if self.rng.random() < self.plan.shares.roaming:
-            n = min(n, ROAMING_HOLDERS)
-        return self._scan_pass(venue, int(passes[self.rng.randrange(n)]))
+            # The roaming holders scan anywhere: their charges meet at the holder-wide limit.
+            return self._scan_pass(venue, int(passes[self.rng.randrange(min(n, ROAMING_HOLDERS))]))
+        pass_index = int(passes[self.rng.randrange(n)])
+        home = home_of(self.plan, product, pass_index)
+        if product in self.plan.venues[home].pay_later_products:
+            venue = home  # an ordinary holder pays later at home when home lets them
+        return self._scan_pass(venue, pass_index)
 
     def _shared(self) -> gate_pb2.ValidateRequest | None:
         """A pass at one venue now; the same pass at a far venue on the next shared draw."""

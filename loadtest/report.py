@@ -349,8 +349,10 @@ def _shared_line(t: dict[str, Any]) -> str:
     planned, far = t.get("shared_card_flags_planned", 0), t.get("shared_card_far_scans", 0)
     return (
         f"\nShared-card flags (admitted and flagged, or refused): {flags:,}; {planned:,} on the "
-        f"mix's {far:,} planned far scans (one pass at a venue >= 20 km from its last; the others: "
-        "one random pass at two venues within the travel time)."
+        f"mix's {far:,} planned far scans (one pass at a venue >= 20 km from its last). Every "
+        "other pass has a home venue for its plain entries; the other flags come from the "
+        "roaming pay-later holders, and from passes met again away from home (a far scan's "
+        "pass, an ordinary holder paying later where home does not let them)."
     )
 
 
