@@ -1,5 +1,6 @@
 """SIGKILL a shard's worker while admits stream in; Ray restarts it; nothing lost, nothing twice.
-And capacity is exact when the gates' connections are spread over two ingress processes.
+And capacity is exact when the gates' connections are spread over two ingress processes, and an
+ingress process killed is started again.
 
 Its own server (and data directory), so the kill cannot disturb the other end-to-end tests.
 """
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -234,3 +236,58 @@ def _assert_the_channel_carried_it(server: Server, shard: int) -> None:
     )
     assert reconnects >= 1
     assert 0 < batches == served <= sent
+
+
+def _extra_ingress_pids(server: Server) -> list[int]:
+    """The pids of the server's ingress process 1 (`--ingress-procs 2`)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = (Path("/proc") / entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if b"actors.ingress.proc" in argv and str(server.data_dir).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def test_an_ingress_process_that_dies_is_started_again(crash_server: Server) -> None:
+    # Last in this module: the other tests here need both ingress processes as they started.
+    [victim] = _extra_ingress_pids(crash_server)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        pids = _extra_ingress_pids(crash_server)
+        if pids and pids != [victim]:
+            try:
+                _decisions_served(crash_server.metrics_port + 1)  # it serves its metrics again
+                break
+            except OSError:
+                pass
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the killed ingress process was not started again")
+    assert victim not in _extra_ingress_pids(crash_server)
+    assert "ingress process 1 exited (code -9)" in crash_server.started.tail(500)
+    # Gates on private connections reach the new process as well as the first one.
+    served = 0.0
+    deadline = time.monotonic() + 60
+    while served == 0 and time.monotonic() < deadline:
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(_dry_run_scan, [crash_server] * 20))
+        served = _decisions_served(crash_server.metrics_port + 1)
+    assert served > 0
+
+
+def _dry_run_scan(server: Server) -> None:
+    with server.channel(options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        r = gate_pb2.ValidateRequest(
+            request_id=f"after-restart-{time.monotonic_ns()}",
+            venue_id="t-small",
+            gate_id="t-small-g01",
+            credential=common_pb2.Credential(kind=CARD, value="CARD-CRASH-0"),
+            dry_run=True,
+        )
+        assert gate_pb2_grpc.GateStub(ch).Validate(r, timeout=10).request_id == r.request_id
