@@ -159,13 +159,21 @@ class ShardService:
             try:
                 await shard.credit.hold(plan.credit)
                 alone = self._inline and self._open == 1
-                decisions = await self.pipeline.run(lambda: shard.decide_planned(plan), alone)
+                decisions = await self.pipeline.run(
+                    lambda: shard.decide_planned(plan, hand_over=True), alone
+                )
             except (Exception, asyncio.CancelledError):
                 if not plan.entered:
                     shard.credit.abandon(plan.credit)  # never decided: its holds go
+                if plan.sightings is not None:
+                    shard.sharing.discard(plan.sightings)  # its commit failed: nobody entered
                 raise
         finally:
             self._open -= 1
+        if plan.sightings is not None:
+            # Advisory and not synced: written once the answer is on its way (the channel
+            # writes it in this same step), off the gates' wait.
+            asyncio.get_running_loop().call_soon(shard.sharing.record, plan.sightings)
         return encode_batch(decisions)
 
     async def channel_address(self) -> ChannelAddress:

@@ -5,18 +5,19 @@ the signed-code claims, `actors.shard.code_claims`). A shard reads the last sigh
 it admits from one read transaction per batch, judges the entry with `core.travel`, and after
 its own commit writes the batch's admitted entries (and any flags) in ONE write transaction. So a
 pass admitted by one shard is seen by every other shard of the node, with no extra round trip on
-the hot path.
+the hot path. The Ray shard writes them once the batch's answer is on its way (`hand_over`, then
+`record`), off the gates' wait; meanwhile its own next batches see them from memory.
 
 Keys are a hash of the pass id, not of the credential: a card and a QR code of one pass are one
 holder ("card-code unification"), and a signed code's text changes every step.
 
 Advisory, so cheap: the environment is not fsynced, a failed write is logged and dropped (the
 batch is already committed), and reads and writes race across shards only within one batch's
-time. Bounded: a sighting is dropped once no venue pair of the province is far enough apart for
-it to matter (`core.travel.horizon_ms`); a flag is kept FLAG_KEEP_MS for `GetPass`. Both are
-purged through expiry indexes, at most PURGE_MAX per purge. Detection covers ONE node: shards on
-other nodes of a Ray cluster keep their own sightings (a multi-node deployment needs a shared
-store).
+time and the moment its answer takes to leave. Bounded: a sighting is dropped once no venue
+pair of the province is far enough apart for it to matter (`core.travel.horizon_ms`); a flag is
+kept FLAG_KEEP_MS for `GetPass`. Both are purged through expiry indexes, at most PURGE_MAX per
+purge. Detection covers ONE node: shards on other nodes of a Ray cluster keep their own
+sightings (a multi-node deployment needs a shared store).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lmdb
 
@@ -158,6 +160,14 @@ class SightingsStore:
             node_env.release(self._path)
 
 
+class Unwritten(NamedTuple):
+    """A batch's sightings and flags, handed over to be written."""
+
+    seen: dict[bytes, Sighting]
+    flags: list[tuple[bytes, SharedFlag]]
+    now_ms: int
+
+
 class SharedCards:
     """A shard's shared-card check: one read transaction per batch, one write after its commit.
 
@@ -179,6 +189,8 @@ class SharedCards:
         self._now_ms = 0
         self._seen: dict[bytes, Sighting] = {}
         self._flags: list[tuple[bytes, SharedFlag]] = []
+        # Sightings of batches handed over and not yet written (`hand_over`, `record`).
+        self._unwritten: dict[bytes, Sighting] = {}
         self._next_warning = 0.0
 
     def begin(self, now_ms: int) -> None:
@@ -194,7 +206,7 @@ class SharedCards:
         if here is None or not decision.allowed or decision.reason != _OK or req.direction == _EXIT:
             return outcome
         key = pass_key(pass_.pass_id)
-        last = self._seen.get(key) or self._read(key)
+        last = self._seen.get(key) or self._unwritten.get(key) or self._read(key)
         found = self._suspect(last, venue, here) if last is not None else None
         if found is not None:
             outcome = self._judged(outcome, found, pass_, venue, req.dry_run, key)
@@ -252,17 +264,35 @@ class SharedCards:
                 txn.abort()
 
     def commit(self) -> None:
-        """After the shard's commit: records the batch's admitted entries and flags. A failure is
-        logged, never raised: the batch is committed, and sightings are advisory."""
+        """After the shard's commit: records the batch's admitted entries and flags now."""
+        self.record(self.hand_over())
+
+    def hand_over(self) -> Unwritten:
+        """Ends the batch: its sightings and flags, to `record` later (the Ray shard records them
+        once the batch's answer is on its way). Until then this shard's next batches see them."""
         self._end_read()
-        if not self._seen and not self._flags:
-            return
-        try:
-            self.store.write(self._seen, self._flags, self._now_ms)
-        except Exception as exc:  # advisory: never fail a committed batch
-            self._warn(f"sightings not recorded: {exc}")
+        due = Unwritten(self._seen, self._flags, self._now_ms)
+        self._unwritten.update(due.seen)
         self._seen = {}
         self._flags = []
+        return due
+
+    def record(self, due: Unwritten) -> None:
+        """Writes handed-over sightings and flags. A failure is logged, never raised: the batch
+        is committed, and sightings are advisory."""
+        self.discard(due)
+        if not due.seen and not due.flags:
+            return
+        try:
+            self.store.write(due.seen, due.flags, due.now_ms)
+        except Exception as exc:  # advisory: never fail a committed batch
+            self._warn(f"sightings not recorded: {exc}")
+
+    def discard(self, due: Unwritten) -> None:
+        """Forgets handed-over sightings (written, or their batch never committed)."""
+        for key, sighting in due.seen.items():
+            if self._unwritten.get(key) is sighting:
+                del self._unwritten[key]  # a later batch's newer sighting of the pass stays
 
     def _warn(self, text: str) -> None:
         now = time.monotonic()

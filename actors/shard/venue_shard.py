@@ -46,7 +46,7 @@ from actors.shard.code_claims import (
 )
 from actors.shard.credit import BatchCredit, ShardCredit
 from actors.shard.quota_ops import QuotaOps
-from actors.shard.sightings import SharedCards
+from actors.shard.sightings import SharedCards, Unwritten
 from actors.shard.store import BatchWrites, ShardStore
 from actors.shard.venues import Running, VenueBook
 from core.clock import LocalTime, local_time
@@ -260,17 +260,19 @@ class VenueShard(QuotaOps):
                 self._reading = None
         return BatchPlan(items, problems, codes, now_ms, credit)
 
-    def decide_planned(self, plan: BatchPlan) -> list[Decision]:
+    def decide_planned(self, plan: BatchPlan, hand_over: bool = False) -> list[Decision]:
         """Decides a planned batch with the ledger's answers and commits it (or stages it, inside
-        `staged`). Should it fail, the batch's credit holds are released."""
+        `staged`). Should it fail, the batch's credit holds are released. `hand_over`: the
+        batch's shared-card sightings are left in `plan.sightings` for the caller to record
+        (`SharedCards.record`) once it has answered, instead of written here."""
         plan.entered = True
         try:
-            return self._decide_planned(plan)
+            return self._decide_planned(plan, hand_over)
         except Exception:  # not on the way out of the process: a restart recovers its holds
             self.credit.abandon(plan.credit)
             raise
 
-    def _decide_planned(self, plan: BatchPlan) -> list[Decision]:
+    def _decide_planned(self, plan: BatchPlan, hand_over: bool) -> list[Decision]:
         items, now_ms = plan.items, plan.now_ms
         batch = _Batch(now_ms, self.book)
         batch.credit = plan.credit
@@ -292,7 +294,10 @@ class VenueShard(QuotaOps):
             finally:
                 self._reading = None
         self._commit(batch, now_ms)
-        self.sharing.commit()
+        if hand_over:
+            plan.sightings = self.sharing.hand_over()
+        else:
+            self.sharing.commit()
         self.batches += 1
         self.items += len(items)
         return out
@@ -730,7 +735,7 @@ class BatchPlan:
     """A batch between `plan_batch` and `decide_planned`: the items, each one's problem (None:
     none), the screened signed codes by index, the clock reading and the credit dry pass."""
 
-    __slots__ = ("codes", "credit", "entered", "items", "now_ms", "problems")
+    __slots__ = ("codes", "credit", "entered", "items", "now_ms", "problems", "sightings")
 
     def __init__(
         self,
@@ -746,6 +751,7 @@ class BatchPlan:
         self.now_ms = now_ms
         self.credit = credit
         self.entered = False  # decide_planned began (from then on it releases holds on failure)
+        self.sightings: Unwritten | None = None  # handed over by decide_planned, to record
 
 
 class _Batch:

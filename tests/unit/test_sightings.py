@@ -403,3 +403,42 @@ def test_a_failing_sightings_store_never_fails_the_committed_batch(
     assert first.allowed and shard.stored_admits() == 1
     # Nothing was recorded, so the far entry has nothing to be suspected against.
     assert not node.scan("r2", b, "CF0").shared_card
+
+
+def _planned(shard: VenueShard, *reqs: Request) -> Any:
+    plan = shard.plan_batch(list(reqs))
+    shard.credit.hold_now(plan.credit)
+    return plan
+
+
+def test_a_handed_over_sighting_is_seen_by_its_shard_at_once_and_by_the_node_once_recorded(
+    node: Node,
+) -> None:
+    # The Ray shard records a batch's sightings once its answer is on its way.
+    a, _, near, _ = node.venues
+    shard = node.shard(a)
+    first_plan = _planned(shard, _req("r1", a, "CF1"))
+    [first] = shard.decide_planned(first_plan, hand_over=True)
+    assert first.allowed and first_plan.sightings is not None
+    assert _last(shard.sharing.store, pass_key("F1")) is None  # not on the node's store yet
+    second_plan = _planned(shard, _req("r2", near, "CF1"))
+    [second] = shard.decide_planned(second_plan, hand_over=True)
+    assert second.shared_card  # the shard's next batch saw it all the same
+    shard.sharing.record(first_plan.sightings)
+    assert _last(shard.sharing.store, pass_key("F1")) == Sighting(a, NOW_MS)
+    shard.sharing.record(second_plan.sightings)
+    assert _last(shard.sharing.store, pass_key("F1")) == Sighting(near, NOW_MS)
+    [flag] = shard.shared_flags_of("F1")
+    assert (flag.venue_id, flag.other_venue_id) == (near, a)
+
+
+def test_a_discarded_sighting_is_neither_written_nor_seen(node: Node) -> None:
+    # A batch whose commit failed after its decision: nobody entered.
+    a, _, near, _ = node.venues
+    shard = node.shard(a)
+    plan = _planned(shard, _req("r1", a, "CF2"))
+    shard.decide_planned(plan, hand_over=True)
+    shard.sharing.discard(plan.sightings)
+    assert _last(shard.sharing.store, pass_key("F2")) is None
+    [later] = _decide(shard, _req("r2", near, "CF2"))
+    assert later.allowed and not later.shared_card
