@@ -48,7 +48,7 @@ from actors.shard.credit import BatchCredit, ShardCredit
 from actors.shard.quota_ops import QuotaOps
 from actors.shard.sightings import SharedCards, Unwritten
 from actors.shard.store import BatchWrites, ShardStore
-from actors.shard.venues import Running, VenueBook
+from actors.shard.venues import RESERVATION_KEEP_DAYS, Running, VenueBook
 from core.clock import LocalTime, local_time
 from core.counters import CapacityCounters, warm
 from core.keys import fingerprint, request_key, usage_key
@@ -171,6 +171,7 @@ class VenueShard(QuotaOps):
         self._commit_samples: list[float] = []
         self._drop_expired_requests()
         self._restore()
+        self._drop_old_reservations()
         self.credit = ShardCredit(
             shard_id, self.store, ledger, province, recover_now=recover_ledger
         )
@@ -201,6 +202,20 @@ class VenueShard(QuotaOps):
         go at start. On a full disk they stay until a later start (reading skips them)."""
         with contextlib.suppress(StorageError):
             self.store.drop_requests_before(self._oldest_live_ms())
+
+    def _drop_old_reservations(self) -> None:
+        """Reservations past their keep (`RESERVATION_KEEP_DAYS`) leave memory and LMDB at start,
+        in one transaction; on a full disk they leave LMDB with a later write."""
+        now_ms = self._clock()
+        for venue in self._owned:
+            day = local_time(venue.tz, now_ms).day
+            self.book.drop_reservations(venue.venue_id, day - RESERVATION_KEEP_DAYS)
+        stale = self.book.take_stale()
+        if stale:
+            try:
+                self.store.commit(BatchWrites(reservations_del=stale))
+            except StorageError:
+                self.book.requeue_stale(stale)
 
     def _oldest_live_ms(self) -> int:
         """The decision time of the oldest request record still live (REQUEST_TTL_MS) now."""
@@ -533,6 +548,7 @@ class VenueShard(QuotaOps):
         """One transaction's writes: committed durably now, or held for the pipeline's stage.
         `durable` runs once they are on disk (now, or after the pipeline's commit); `lost` if a
         held commit fails or is skipped."""
+        writes.reservations_del.extend(self.book.take_stale())
         if self._staging is None:
             self.commit_writes([writes])
             if durable is not None:

@@ -6,6 +6,12 @@ memory only through `apply_committed`, after the LMDB commit.
 Occupancy is counted (entries minus exits) at venues with exit readers and estimated from recent
 entries and the venue's stay model (`core.occupancy`) at the others; the capacity check, the alert
 level and the status all read it through `CapacityCounters.live_occupancy`.
+
+Reservations are kept RESERVATION_KEEP_DAYS after their day (GetPass shows that much history).
+Older ones leave memory when their venue's day rolls over and LMDB with the shard's next write
+(`take_stale`; at start, `VenueShard` drops them in one transaction): nothing decides on a
+past day's reservation, so memory may go first. Without this, every booking ever made would stay
+in memory and be read again at every start.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ RESERVED, CONSUMED = 0, 1
 EV_RESERVE, EV_CANCEL = 4, 5
 
 _NO_VIEW = CapacityView()
+RESERVATION_KEEP_DAYS = 7
 
 
 class Running:
@@ -71,6 +78,8 @@ class VenueBook:
         self.reservations: dict[tuple[str, int, str], dict[str, int]] = {}
         # The same reservations by pass, for GetPass: pass_id -> {(venue_id, day, slot_id)}.
         self._by_pass: dict[str, set[tuple[str, int, str]]] = {}
+        # LMDB keys of reservations dropped from memory, to delete with the next write.
+        self._stale: list[bytes] = []
         self.counters = counters
         self._sync_counters()
         self._sync_stay()
@@ -119,6 +128,29 @@ class VenueBook:
         if int(self.counters.day[i]) < day:
             self.counters.rollover(i, day)
             self._load_reserved(venue_id, i, day)
+            self.drop_reservations(venue_id, day - RESERVATION_KEEP_DAYS)
+
+    def drop_reservations(self, venue_id: str, before_day: int) -> None:
+        """Forgets the venue's reservations of days before `before_day`; their LMDB keys wait in
+        `take_stale`."""
+        old = [k for k in self.reservations if k[0] == venue_id and k[1] < before_day]
+        for vid, day, slot_id in old:
+            for pass_id in self.reservations.pop((vid, day, slot_id)):
+                self._stale.append(reservation_key(vid, day, slot_id, pass_id))
+                held = self._by_pass.get(pass_id)
+                if held is not None:
+                    held.discard((vid, day, slot_id))
+                    if not held:
+                        del self._by_pass[pass_id]
+
+    def take_stale(self) -> list[bytes]:
+        """The LMDB keys of reservations dropped from memory since the last call."""
+        stale, self._stale = self._stale, []
+        return stale
+
+    def requeue_stale(self, keys: list[bytes]) -> None:
+        """Keys taken whose delete could not be written: for the next write."""
+        self._stale.extend(keys)
 
     def _load_reserved(self, venue_id: str, i: int, day: int) -> None:
         """A new day's slot rows start from the reservations already booked for it."""

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from actors.shard.venue_shard import VenueShard
+from actors.shard.venues import RESERVATION_KEEP_DAYS
 from core import reservations as resv
+from core.keys import split_reservation_key
 from core.models import Reason
 from tests.unit.test_shard import DAY, NOW_MS, Clock, _annul, _decide, _req, _shard, data_dir
 
 __all__ = ["data_dir"]  # the fixture, imported for pytest
 
 MIN = 60_000
+DAY_MS = 86_400_000
 
 
 def _at(clock: Clock, hour: int, minute: int = 0) -> None:
@@ -129,6 +133,40 @@ def test_reservations_survive_a_restart_with_their_state(data_dir: Path) -> None
         ("museum", DAY + 1, "noon", resv.RESERVED, 660, 780),
     ]
     assert again.reservations_of("P8") == []
+
+
+def _days_held(shard: VenueShard, pass_id: str) -> list[int]:
+    return [day for _, day, *_ in shard.reservations_of(pass_id)]
+
+
+def _days_stored(shard: VenueShard) -> list[int]:
+    return sorted(split_reservation_key(key)[1] for key, _ in shard.store.iter_reservations())
+
+
+def test_a_week_after_its_day_a_reservation_leaves_memory_and_lmdb(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    shard.reserve("P1", "museum", DAY, "am")
+    shard.reserve("P1", "museum", DAY + 2, "am")
+    clock.ms = NOW_MS + (RESERVATION_KEEP_DAYS + 1) * DAY_MS  # DAY + 8, 10:00
+    [entry] = _decide(shard, _req("r1", "museum", "C1"))  # the day rolls; this batch writes
+    assert entry.reason == Reason.RESERVATION_REQUIRED  # nothing held for today
+    assert _days_held(shard, "P1") == [DAY + 2]
+    assert _days_stored(shard) == [DAY + 2]
+    shard.close()
+    assert _days_held(_shard(data_dir, clock), "P1") == [DAY + 2]
+
+
+def test_a_start_drops_the_reservations_past_their_keep(data_dir: Path) -> None:
+    clock = Clock()
+    shard = _shard(data_dir, clock)
+    shard.reserve("P1", "museum", DAY, "am")
+    shard.reserve("P2", "museum", DAY + 1, "noon")
+    shard.close()
+    clock.ms = NOW_MS + (RESERVATION_KEEP_DAYS + 1) * DAY_MS
+    again = _shard(data_dir, clock)
+    assert (_days_held(again, "P1"), _days_held(again, "P2")) == ([], [DAY + 1])
+    assert _days_stored(again) == [DAY + 1]
 
 
 @pytest.mark.parametrize(
