@@ -111,6 +111,18 @@ CREDIT_HOLDS = Gauge(
     ["shard", "result"],
     registry=REGISTRY,
 )
+POLL_FAILURES = Counter(
+    "passgate_shard_poll_failures",
+    "Failed polls of the shards' figures (once a second); the shard gauges keep their last "
+    "values meanwhile.",
+    registry=REGISTRY,
+)
+LAST_POLL = Gauge(
+    "passgate_shard_poll_last_success_timestamp_seconds",
+    "When the shards' figures were last polled successfully (Unix time): more than a few "
+    "seconds ago means the shard gauges are stale.",
+    registry=REGISTRY,
+)
 STATUS_WATCHERS = Gauge(
     "passgate_status_watchers",
     "Open WatchVenueStatus streams served by this ingress process.",

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from actors.ingress.batcher import ShardBatcher
 from actors.ingress.error_map import ErrorMapInterceptor
 from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService
+from actors.ingress.poll_health import PollHealth
 from actors.ingress.quota_service import QuotaService
 from actors.routing import Handles, channel_resolver
 from core.models import Province
@@ -152,11 +154,20 @@ class Ingress:
         self._gc = gc_pauses.settle(gc_pauses.INGRESS_GEN0_THRESHOLD)
 
     async def _poll(self) -> None:
+        health = PollHealth()
         while True:
             try:
                 await self._poll_once()
             except Exception as exc:  # a restarting shard must not stop the poller
-                log.warning("metrics poll failed: %s", exc)
+                metrics.POLL_FAILURES.inc()
+                line = health.failed(exc, time.monotonic())
+                if line is not None:
+                    log.warning("%s", line)
+            else:
+                metrics.LAST_POLL.set(time.time())
+                line = health.succeeded()
+                if line is not None:
+                    log.info("%s", line)
             await asyncio.sleep(POLL_INTERVAL_S)
 
     async def _poll_once(self) -> None:

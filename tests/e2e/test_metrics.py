@@ -57,3 +57,9 @@ def test_metrics_cover_the_dashboard(server: Server) -> None:
     assert not missing, f"dashboard queries metrics that /metrics lacks: {missing}"
     assert "passgate_venue_occupancy{city=" in text and 'venue="t-lake"' in text
     assert 'reason="REASON_UNKNOWN_CREDENTIAL"' in text
+    # The shard figures are fresh: the last successful poll is seconds old.
+    polled = re.search(
+        r"^passgate_shard_poll_last_success_timestamp_seconds ([0-9.e+]+)$", text, re.M
+    )
+    assert polled is not None and time.time() - float(polled.group(1)) < 30
+    assert re.search(r"^passgate_shard_poll_failures_total ", text, re.M)
