@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,10 +152,14 @@ def _bind(server: grpc.aio.Server, address: str, security: Security) -> int:
 
 
 async def start_server(
-    security: Security, host: str = "127.0.0.1", port: int = 0
+    security: Security,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """Starts one echo server on the running loop; returns it and the bound port."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    """Starts one echo server on the running loop; returns it and the bound port. `options`:
+    more gRPC server options (a test's short connection age, say)."""
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, *options])
     auth = Authenticator.from_dir(security.credentials)
     gate_pb2_grpc.add_GateServicer_to_server(EchoGate(auth), server)
     bound = _bind(server, f"{host}:{port}", security)

@@ -15,7 +15,10 @@ What it implements of HTTP/2 (RFC 9113), and no more:
 - flow control both ways: the peer's connection and stream windows are respected for everything
   sent (DATA waits for WINDOW_UPDATE), and the windows it grants are refilled well before they
   run out;
-- the peer's MAX_CONCURRENT_STREAMS (calls beyond it wait for a free stream) and MAX_FRAME_SIZE.
+- the peer's MAX_CONCURRENT_STREAMS (calls beyond it wait for a free stream) and MAX_FRAME_SIZE;
+- GOAWAY as the RFC means it: the connection *drains* (no new call; calls the server saw, and
+  their streams' DATA, go on until they end) until the server closes it. `on_close` tells the
+  owner at once, so that it can open another connection (`wire_senders.WireSlots`).
 
 It announces a header table of size 0, so the server's HPACK encoder cannot use its dynamic
 table and every header block stands alone: blocks of calls that succeeded (a reply message came)
@@ -172,6 +175,10 @@ class WireChannel(asyncio.Protocol):
         self.blocked: deque[_Pending] = deque()
         self.queued: deque[_Queued] = deque()
         self.closed = ""
+        # GOAWAY received: no new call here; the calls under way finish (`accepting`).
+        self.draining = False
+        # Called once when the connection stops taking calls (GOAWAY, or lost).
+        self.on_close: Callable[[], None] | None = None
         self._buf = b""
         self._received = 0
         self._block: _HeaderBlock | None = None
@@ -222,6 +229,7 @@ class WireChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shut("UNAVAILABLE")
+        self._closing()
         if self._settled is not None and not self._settled.done():
             self._settled.set_exception(ConnectionError("the server closed the connection"))
         if self._lost is not None and not self._lost.done():
@@ -283,6 +291,16 @@ class WireChannel(asyncio.Protocol):
         self._start_queued()
 
     @property
+    def accepting(self) -> bool:
+        """Whether a new call may start here (open, and no GOAWAY)."""
+        return not self.closed and not self.draining
+
+    def _closing(self) -> None:
+        callback, self.on_close = self.on_close, None
+        if callback is not None:
+            callback()
+
+    @property
     def in_flight(self) -> int:
         return len(self.calls) + len(self.queued)
 
@@ -308,7 +326,7 @@ class WireChannel(asyncio.Protocol):
     # --- sending ------------------------------------------------------------------------
 
     def _open(self, q: _Queued) -> None:
-        if self.closed:
+        if not self.accepting:
             q.call.on_end(None, "UNAVAILABLE")
         elif self.queued or len(self.calls) >= self.max_streams:
             self.queued.append(q)
@@ -345,7 +363,7 @@ class WireChannel(asyncio.Protocol):
             q.opened(stream)
 
     def _start_queued(self) -> None:
-        while self.queued and len(self.calls) < self.max_streams and not self.closed:
+        while self.queued and len(self.calls) < self.max_streams and self.accepting:
             self._start(self.queued.popleft())
 
     def _send_data(self, stream: int, payload: bytes, end: bool) -> None:
@@ -515,9 +533,10 @@ class WireChannel(asyncio.Protocol):
             # Calls above `last` were never seen; those at or below may still finish.
             for s in [s for s in self.calls if s > last]:
                 self.calls.pop(s).on_end(None, "UNAVAILABLE")
-            self.closed = "UNAVAILABLE"
+            self.draining = True
             while self.queued:
                 self.queued.popleft().call.on_end(None, "UNAVAILABLE")
+            self._closing()
         # PRIORITY, PUSH_PROMISE (refused by ENABLE_PUSH 0) and unknown types are ignored.
 
     def _apply_settings(self, payload: bytes) -> None:

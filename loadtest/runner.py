@@ -330,6 +330,7 @@ def _merge(
                 "sent": f["tally"]["sent"],
                 "unsent": f["tally"]["unsent"],
                 "stream_restarts": f["restarts"],
+                "reconnects": f.get("reconnects", 0),
                 "nice": f.get("nice", 0),
             }
         )

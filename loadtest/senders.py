@@ -68,6 +68,7 @@ class Sender:
         self.calls = [self._callable(ch) for ch in channels]
         self.tasks: set[asyncio.Task[None]] = set()
         self.restarts = 0
+        self.reconnects = 0  # connections opened again after they closed (the wire client)
         self._rr = 0
         self._ready: deque[Prepared] = deque()
         self._timeout = worker.spec.deadline_s

@@ -22,12 +22,11 @@ from typing import Any
 import uvloop
 
 from loadtest.client import ClientAuth
-from loadtest.h2wire import WireChannel
 from loadtest.mix import Mix, MixPlan
 from loadtest.profiles import RateProfile
 from loadtest.senders import SENDERS, Sender
 from loadtest.stats import Bucket, Tally, new_hist, record
-from loadtest.wire_senders import WIRE_SENDERS
+from loadtest.wire_senders import WIRE_SENDERS, connect_wire
 from proto.passgate.v1 import common_pb2
 
 READY_TIMEOUT_S = 30.0
@@ -258,10 +257,7 @@ class Worker:
         """The worker's connections, open and ready: `spec.channels` of them."""
         spec, n = self.spec, max(1, self.spec.channels)
         if spec.client == "wire":
-            host, port = spec.target.rsplit(":", 1)
-            tls = spec.auth.ssl_context()
-            opening = (WireChannel.connect(host, int(port), tls, host) for _ in range(n))
-            return list(await asyncio.gather(*opening))
+            return list(await asyncio.gather(*(connect_wire(spec) for _ in range(n))))
         lean = spec.auth.lean_aio_channel
         channels = [lean(spec.target, options=CHANNEL_OPTIONS) for _ in range(n)]
         ready = asyncio.gather(*(ch.channel_ready() for ch in channels))
@@ -279,6 +275,7 @@ class Worker:
             "busy_pct": round(100.0 * cpu / wall, 1) if wall > 0 else 0.0,
             "max_second_cpu_pct": self._cpu_max,
             "restarts": sender.restarts,
+            "reconnects": sender.reconnects,
             "nice": os.getpriority(os.PRIO_PROCESS, 0),
         }
 

@@ -14,18 +14,29 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import orjson
 import pytest
 
-from bench.echo_server import SERVER_OPTIONS, VALIDATE, EchoTarget, running_echo
+from bench.echo_server import (
+    SERVER_OPTIONS,
+    VALIDATE,
+    EchoTarget,
+    Security,
+    fresh_credentials,
+    running_echo,
+    start_server,
+)
 from loadtest.client import ClientAuth
 from loadtest.config import LoadConfig
 from loadtest.h2wire import WireChannel, request_headers
 from loadtest.report import INSTRUMENT_P99_LIMIT_MS, check_shape
 from loadtest.run import run_load
+from loadtest.senders import VALIDATE_STREAM
+from loadtest.wire_senders import WireSlots, connect_wire
 from ops import channels
 from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
 
@@ -224,3 +235,88 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     assert disk["commits"] == 20 and 0 < disk["p50"] <= disk["p99"] <= disk["max"]
     assert disk["objective_ms"] == cfg.slo_ms
     assert "Data disk: 20 lone durable LMDB commits" in Path(report["files"]["md"]).read_text()
+
+
+def test_wire_connections_closed_by_the_server_are_opened_again(tmp_path: Path) -> None:
+    """A server that sends GOAWAY every 300 ms (--max-connection-age-ms): the generator's wire
+    connections are opened again and every call is answered, none refused for a closed one."""
+    creds = fresh_credentials(tmp_path / "credentials")
+    auth = ClientAuth(creds)
+    age = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 10_000)]
+    scan = gate_pb2.ValidateRequest(request_id="age-1", venue_id="v", gate_id="v-g01")
+    n = 400
+
+    async def calls() -> tuple[Counter[str], int]:
+        server, port = await start_server(Security(creds, False), options=age)
+        spec = SimpleNamespace(target=f"127.0.0.1:{port}", auth=auth)
+        tasks: set[asyncio.Future[None]] = set()
+
+        def spawn(reopening: Any) -> None:
+            tasks.add(asyncio.ensure_future(reopening))
+
+        channels = [await connect_wire(spec) for _ in range(2)]
+        slots = WireSlots(channels, lambda: connect_wire(spec), spawn)
+        try:
+            head = request_headers(VALIDATE, spec.target, True, auth.bearer, 10.0)
+            statuses: Counter[str] = Counter()
+            done = asyncio.get_running_loop().create_future()
+
+            def end(reply: bytes | None, status: str) -> None:
+                statuses[status or "OK"] += 1
+                if sum(statuses.values()) == n:
+                    done.set_result(None)
+
+            for i in range(n):  # about 2 s: several ages of each connection
+                slots.pick(i % 2).unary(head, scan.SerializeToString(), end)
+                await asyncio.sleep(0.005)
+            await asyncio.wait_for(done, 60)
+            return statuses, slots.reopened
+        finally:
+            await asyncio.gather(*(ch.close() for ch in slots.all()), return_exceptions=True)
+            await server.stop(None)
+
+    statuses, reopened = asyncio.run(calls())
+    assert statuses == Counter({"OK": n})
+    assert reopened >= 2
+
+
+def test_a_stream_goes_on_over_a_draining_connection(tmp_path: Path) -> None:
+    """After the server's GOAWAY a connection takes no new call, but a stream it already carries
+    still sends and is answered until it ends (the generator moves its gate streams off
+    meanwhile)."""
+    creds = fresh_credentials(tmp_path / "credentials")
+    auth = ClientAuth(creds)
+    age = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 10_000)]
+
+    async def stream() -> tuple[list[str], str, str]:
+        server, port = await start_server(Security(creds, False), options=age)
+        ch = await connect_wire(SimpleNamespace(target=f"127.0.0.1:{port}", auth=auth))
+        try:
+            loop = asyncio.get_running_loop()
+            goaway = loop.create_future()
+            ch.on_close = lambda: goaway.set_result(None)
+            replies: list[str] = []
+            ended = loop.create_future()
+            opened = loop.create_future()
+            ch.open_stream(
+                request_headers(VALIDATE_STREAM, f"127.0.0.1:{port}", True, auth.bearer, None),
+                lambda raw: replies.append(gate_pb2.Decision.FromString(raw).request_id),
+                lambda _reply, status: ended.set_result(status),
+                opened.set_result,
+            )
+            stream_id = await asyncio.wait_for(opened, 10)
+            await asyncio.wait_for(goaway, 10)
+            assert ch.draining and not ch.accepting
+            refused = loop.create_future()
+            ch.unary(b"", b"", lambda _r, status: refused.set_result(status))
+            scan = gate_pb2.ValidateRequest(request_id="after-goaway", venue_id="v", gate_id="g")
+            ch.send(stream_id, scan.SerializeToString())
+            ch.end_stream(stream_id)
+            return replies, await asyncio.wait_for(ended, 10), await refused
+        finally:
+            await ch.close()
+            await server.stop(None)
+
+    replies, status, refused = asyncio.run(stream())
+    assert replies == ["after-goaway"]
+    assert status == "" and refused == "UNAVAILABLE"
