@@ -112,7 +112,16 @@ def start_actors(
     _await_ready({f"ledger actor {k}": led.ping.remote() for k, led in enumerate(ledgers)})
     shards = [
         ShardActor.options(name=f"shard-{i}", namespace=NAMESPACE, **SHARD_OPTIONS).remote(
-            i, n_shards, province, str(data_dir), clock, creds, channel_secret, ledgers, delay_s
+            i,
+            n_shards,
+            province,
+            str(data_dir),
+            clock,
+            creds,
+            channel_secret,
+            None,
+            delay_s,
+            n_ledgers,
         )
         for i in range(n_shards)
     ]

@@ -48,6 +48,11 @@ class Handles:
     ledgers: list[Any] = field(default_factory=list)
 
 
+def ledger_handles(n_ledgers: int) -> list[Any]:
+    """The ledger actors ledger-0 .. ledger-(n-1), by name (started before the shards)."""
+    return [ray.get_actor(f"ledger-{k}", namespace=NAMESPACE) for k in range(n_ledgers)]
+
+
 def _find_ledgers() -> list[Any]:
     """The ledger actors run_cluster started, ledger-0 upwards (started before the shards)."""
     found: list[Any] = []

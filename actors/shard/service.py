@@ -30,6 +30,7 @@ from actors.channel_server import ChannelServer
 from actors.codec import decode_requests_each, encode_batch
 from actors.errors import ShardUnavailable, StorageError
 from actors.ledger.client import ChannelLedgerClient
+from actors.routing import ledger_handles
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard, shard_dir
@@ -66,8 +67,15 @@ class ShardService:
         channel_secret: bytes | None = None,
         ledgers: list[Any] | None = None,
         commit_delay_s: float = 0.0,
+        n_ledgers: int = 0,
     ) -> None:
+        """`ledgers`: the credit-ledger actors themselves (tests); `n_ledgers`: how many to find
+        by name. Ray passes the count, not handles: an actor's constructor arguments that hold
+        handles are kept in the object store, where a restart of this actor may not find them
+        again (ray-project/ray#53727; Ray says so at every start)."""
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if ledgers is None and n_ledgers:
+            ledgers = ledger_handles(n_ledgers)
         # The credit-ledger actors (actors.ledger); the shard asks them over their channels.
         client = ChannelLedgerClient(ledgers) if ledgers else None
         # The ledger recovery (outbox replay, fencing) is awaited on the loop before the first
