@@ -19,7 +19,7 @@ from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
 from actors.frozen_clock import FrozenClock
 from actors.ledger.ledger import LedgerService, check_ledger_count
-from actors.routing import NAMESPACE, Handles
+from actors.routing import NAMESPACE, Handles, ledger_name
 from actors.shard.service import ShardService
 from actors.shard.store import ShardStore
 from actors.shard.venue_shard import layout_problem, shard_dir
@@ -104,7 +104,7 @@ def start_actors(
     ).remote(catalog_path(data_dir))
     _await_ready({"the catalog actor": catalog.ping.remote()})
     ledgers = [
-        LedgerActor.options(name=f"ledger-{k}", namespace=NAMESPACE, **LEDGER_OPTIONS).remote(
+        LedgerActor.options(name=ledger_name(k), namespace=NAMESPACE, **LEDGER_OPTIONS).remote(
             k, n_ledgers, str(data_dir), channel_secret
         )
         for k in range(n_ledgers)

@@ -48,9 +48,13 @@ class Handles:
     ledgers: list[Any] = field(default_factory=list)
 
 
+def ledger_name(k: int) -> str:
+    return f"ledger-{k}"
+
+
 def ledger_handles(n_ledgers: int) -> list[Any]:
     """The ledger actors ledger-0 .. ledger-(n-1), by name (started before the shards)."""
-    return [ray.get_actor(f"ledger-{k}", namespace=NAMESPACE) for k in range(n_ledgers)]
+    return [ray.get_actor(ledger_name(k), namespace=NAMESPACE) for k in range(n_ledgers)]
 
 
 def _find_ledgers() -> list[Any]:
@@ -58,7 +62,7 @@ def _find_ledgers() -> list[Any]:
     found: list[Any] = []
     while True:
         try:
-            found.append(ray.get_actor(f"ledger-{len(found)}", namespace=NAMESPACE))
+            found.append(ray.get_actor(ledger_name(len(found)), namespace=NAMESPACE))
         except ValueError:
             return found
 

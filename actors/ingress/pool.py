@@ -51,11 +51,17 @@ def _relay(proc: subprocess.Popen[str], ready: threading.Event) -> None:
             ready.set()
 
 
-def _start(command: list[str], index: int, stopping: threading.Event) -> subprocess.Popen[str]:
-    """Starts one ingress process and waits until it serves (or the stack stops meanwhile)."""
+def _spawn(command: list[str]) -> tuple[subprocess.Popen[str], threading.Event]:
+    """Starts one ingress process, its output relayed; the event is set once it serves."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ready = threading.Event()
     threading.Thread(target=_relay, args=(proc, ready), daemon=True).start()
+    return proc, ready
+
+
+def _start(command: list[str], index: int, stopping: threading.Event) -> subprocess.Popen[str]:
+    """Starts one ingress process and waits until it serves (or the stack stops meanwhile)."""
+    proc, ready = _spawn(command)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not ready.wait(0.2):
         if stopping.is_set():
@@ -131,18 +137,11 @@ class IngressPool:
             if self._stopping.is_set():
                 return
             try:
-                proc = subprocess.Popen(
-                    self._commands[index],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
+                self.procs[index], _ = _spawn(self._commands[index])
             except OSError as exc:
                 print(f"ingress process {index} could not be started: {exc}", flush=True)
                 return  # still the exited process: the next round tries again
-            self.procs[index] = proc
             self.restarts += 1
-        threading.Thread(target=_relay, args=(proc, threading.Event()), daemon=True).start()
 
 
 @contextlib.contextmanager

@@ -135,13 +135,10 @@ class VenueBook:
         `take_stale`."""
         old = [k for k in self.reservations if k[0] == venue_id and k[1] < before_day]
         for vid, day, slot_id in old:
-            for pass_id in self.reservations.pop((vid, day, slot_id)):
+            for pass_id in list(self.reservations[(vid, day, slot_id)]):
                 self._stale.append(reservation_key(vid, day, slot_id, pass_id))
-                held = self._by_pass.get(pass_id)
-                if held is not None:
-                    held.discard((vid, day, slot_id))
-                    if not held:
-                        del self._by_pass[pass_id]
+                self._forget(vid, day, slot_id, pass_id)
+            del self.reservations[(vid, day, slot_id)]
 
     def take_stale(self) -> list[bytes]:
         """The LMDB keys of reservations dropped from memory since the last call."""
@@ -368,15 +365,18 @@ class VenueBook:
             self.reservations.setdefault((venue_id, day, slot_id), {})[pass_id] = status
             self._by_pass.setdefault(pass_id, set()).add((venue_id, day, slot_id))
         for key in writes.reservations_del:
-            venue_id, day, slot_id, pass_id = split_reservation_key(key)
-            holders = self.reservations.get((venue_id, day, slot_id))
-            if holders is not None:
-                holders.pop(pass_id, None)
-            held = self._by_pass.get(pass_id)
-            if held is not None:
-                held.discard((venue_id, day, slot_id))
-                if not held:
-                    del self._by_pass[pass_id]
+            self._forget(*split_reservation_key(key))
+
+    def _forget(self, venue_id: str, day: int, slot_id: str, pass_id: str) -> None:
+        """One reservation out of memory: its slot's holders and the pass's index."""
+        holders = self.reservations.get((venue_id, day, slot_id))
+        if holders is not None:
+            holders.pop(pass_id, None)
+        held = self._by_pass.get(pass_id)
+        if held is not None:
+            held.discard((venue_id, day, slot_id))
+            if not held:
+                del self._by_pass[pass_id]
 
     def restore(self, store: ShardStore) -> None:
         writes = BatchWrites()

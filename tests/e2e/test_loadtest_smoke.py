@@ -11,8 +11,9 @@ does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -237,18 +238,28 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     assert "Data disk: 20 lone durable LMDB commits" in Path(report["files"]["md"]).read_text()
 
 
+# An echo server whose connections get GOAWAY every 300 ms (--max-connection-age-ms).
+CONNECTION_AGE = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 10_000)]
+
+
+@contextlib.asynccontextmanager
+async def _aging_echo(tmp_path: Path) -> AsyncIterator[SimpleNamespace]:
+    """That echo server, in this process; yields what the wire client connects with."""
+    auth = ClientAuth(fresh_credentials(tmp_path / "credentials"))
+    server, port = await start_server(Security(auth.credentials, False), options=CONNECTION_AGE)
+    try:
+        yield SimpleNamespace(target=f"127.0.0.1:{port}", auth=auth)
+    finally:
+        await server.stop(None)
+
+
 def test_wire_connections_closed_by_the_server_are_opened_again(tmp_path: Path) -> None:
-    """A server that sends GOAWAY every 300 ms (--max-connection-age-ms): the generator's wire
-    connections are opened again and every call is answered, none refused for a closed one."""
-    creds = fresh_credentials(tmp_path / "credentials")
-    auth = ClientAuth(creds)
-    age = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 10_000)]
+    """Against connections aging out every 300 ms, the generator's wire connections are opened
+    again and every call is answered, none refused for a closed one."""
     scan = gate_pb2.ValidateRequest(request_id="age-1", venue_id="v", gate_id="v-g01")
     n = 400
 
-    async def calls() -> tuple[Counter[str], int]:
-        server, port = await start_server(Security(creds, False), options=age)
-        spec = SimpleNamespace(target=f"127.0.0.1:{port}", auth=auth)
+    async def calls(spec: SimpleNamespace) -> tuple[Counter[str], int]:
         tasks: set[asyncio.Future[None]] = set()
 
         def spawn(reopening: Any) -> None:
@@ -257,7 +268,7 @@ def test_wire_connections_closed_by_the_server_are_opened_again(tmp_path: Path) 
         channels = [await connect_wire(spec) for _ in range(2)]
         slots = WireSlots(channels, lambda: connect_wire(spec), spawn)
         try:
-            head = request_headers(VALIDATE, spec.target, True, auth.bearer, 10.0)
+            head = request_headers(VALIDATE, spec.target, True, spec.auth.bearer, 10.0)
             statuses: Counter[str] = Counter()
             done = asyncio.get_running_loop().create_future()
 
@@ -273,9 +284,12 @@ def test_wire_connections_closed_by_the_server_are_opened_again(tmp_path: Path) 
             return statuses, slots.reopened
         finally:
             await asyncio.gather(*(ch.close() for ch in slots.all()), return_exceptions=True)
-            await server.stop(None)
 
-    statuses, reopened = asyncio.run(calls())
+    async def run() -> tuple[Counter[str], int]:
+        async with _aging_echo(tmp_path) as spec:
+            return await calls(spec)
+
+    statuses, reopened = asyncio.run(run())
     assert statuses == Counter({"OK": n})
     assert reopened >= 2
 
@@ -284,13 +298,9 @@ def test_a_stream_goes_on_over_a_draining_connection(tmp_path: Path) -> None:
     """After the server's GOAWAY a connection takes no new call, but a stream it already carries
     still sends and is answered until it ends (the generator moves its gate streams off
     meanwhile)."""
-    creds = fresh_credentials(tmp_path / "credentials")
-    auth = ClientAuth(creds)
-    age = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 10_000)]
 
-    async def stream() -> tuple[list[str], str, str]:
-        server, port = await start_server(Security(creds, False), options=age)
-        ch = await connect_wire(SimpleNamespace(target=f"127.0.0.1:{port}", auth=auth))
+    async def stream(spec: SimpleNamespace) -> tuple[list[str], str, str]:
+        ch = await connect_wire(spec)
         try:
             loop = asyncio.get_running_loop()
             goaway = loop.create_future()
@@ -299,7 +309,7 @@ def test_a_stream_goes_on_over_a_draining_connection(tmp_path: Path) -> None:
             ended = loop.create_future()
             opened = loop.create_future()
             ch.open_stream(
-                request_headers(VALIDATE_STREAM, f"127.0.0.1:{port}", True, auth.bearer, None),
+                request_headers(VALIDATE_STREAM, spec.target, True, spec.auth.bearer, None),
                 lambda raw: replies.append(gate_pb2.Decision.FromString(raw).request_id),
                 lambda _reply, status: ended.set_result(status),
                 opened.set_result,
@@ -315,8 +325,11 @@ def test_a_stream_goes_on_over_a_draining_connection(tmp_path: Path) -> None:
             return replies, await asyncio.wait_for(ended, 10), await refused
         finally:
             await ch.close()
-            await server.stop(None)
 
-    replies, status, refused = asyncio.run(stream())
+    async def run() -> tuple[list[str], str, str]:
+        async with _aging_echo(tmp_path) as spec:
+            return await stream(spec)
+
+    replies, status, refused = asyncio.run(run())
     assert replies == ["after-goaway"]
     assert status == "" and refused == "UNAVAILABLE"
