@@ -33,12 +33,13 @@ from actors.config_files import DEFAULT_CONFIG_DIR, load_province
 from actors.routing import shard_of
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.service import SWITCH_INTERVAL_S, decide_encoded
-from actors.shard.store import ShardStore
+from actors.shard.store import BatchWrites, ShardStore
 from actors.shard.venue_shard import VenueShard
 from bench.disk import entry_batch
 from core import qr
 from core.clock import local_time
 from core.counters import CapacityCounters, warm
+from core.keys import usage_key
 from core.models import CapacityView, CredentialKind, Direction, QrPolicy, Request, Usage
 from core.population import generate_passes
 from core.rules import decide
@@ -164,6 +165,28 @@ def bench_commit(fx: Fixture, size: int) -> Row:
     store.close()
     note = f"{seconds / batches * 1e3:.2f} ms per commit (fsync)"
     return _row(f"LMDB group commit, batch {size}", seconds, items, note)
+
+
+def bench_usage_of_pass(fx: Fixture, records: int = 500_000, lookups: int = 2000) -> Row:
+    """GetPass reads a pass's usage from every shard, on the shard's event loop: with usage keyed
+    by pass first it is one short key range however many records the shard holds."""
+    store = ShardStore(fx.data / "usage-of-pass", sync=False)
+    venues = fx.venues
+    for start in range(0, records, 50_000):
+        writes = BatchWrites()
+        for i in range(start, min(records, start + 50_000)):
+            writes.usage[usage_key(venues[i % len(venues)], f"P{i // 3:010d}")] = Usage(1)
+        store.commit(writes)
+    owners = [f"P{(i * 7919) % (records // 3):010d}" for i in range(lookups)]
+
+    def run() -> int:
+        for pass_id in owners:
+            list(store.usage_of_pass(pass_id))
+        return lookups
+
+    row = _row(f"usage of one pass (GetPass), {records:,} usage records", *best_of(3, run))
+    store.close()
+    return row
 
 
 def bench_catalog(fx: Fixture) -> Row:
@@ -314,7 +337,7 @@ def bench_qr_parts(n: int = 2000) -> list[Row]:
 def run_all(n_passes: int = 50000) -> list[Row]:
     fx = Fixture(n_passes)
     try:
-        rows = [bench_decide(fx), bench_counters(), bench_catalog(fx)]
+        rows = [bench_decide(fx), bench_counters(), bench_catalog(fx), bench_usage_of_pass(fx)]
         rows += [bench_commit(fx, size) for size in (1, 64, 256, 1024)]
         rows += bench_qr_parts()
         rows += bench_shard_paths(fx)

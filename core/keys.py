@@ -28,10 +28,24 @@ def _parts(key: bytes, n: int) -> tuple[list[str], int]:
 
 
 def usage_key(venue_id: str, pass_id: str) -> bytes:
-    return _part(venue_id) + _part(pass_id)
+    """The pass first: one pass's usage at every venue is one key range (`usage_prefix`)."""
+    return _part(pass_id) + _part(venue_id)
+
+
+def usage_prefix(pass_id: str) -> bytes:
+    """Where the usage keys of `pass_id` start; no other pass's key starts so."""
+    return _part(pass_id)
 
 
 def split_usage_key(key: bytes) -> tuple[str, str]:
+    """(venue_id, pass_id) of a usage key."""
+    (pass_id, venue_id), _ = _parts(bytes(key), 2)
+    return venue_id, pass_id
+
+
+def split_venue_first_usage_key(key: bytes) -> tuple[str, str]:
+    """(venue_id, pass_id) of a usage key of the layout before `usage_key` put the pass first
+    (kept to move old stores, `actors.shard.store`)."""
     (venue_id, pass_id), _ = _parts(bytes(key), 2)
     return venue_id, pass_id
 

@@ -10,10 +10,15 @@ Request records are stored under their decision time, then their request key: a 
 records land at the end of the table and expired ones leave from its start, so a commit writes a
 few pages of it instead of one page per record (random request keys touch a leaf page each, and
 every page touched is written and synced).
+
+Usage records are keyed by pass, then venue (`core.keys.usage_key`), so `GetPass` reads one pass's
+usage as one key range. A store from before that layout has them under venue first; they move at
+open (`_move_old_usage`).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -27,7 +32,13 @@ import msgspec
 from actors.errors import storage_error
 from actors.shard.stamps import STAMP, purge_index, stamp_key
 from core.credit import CreditLink, OutboxRecord
-from core.keys import split_reservation_key, split_usage_key
+from core.keys import (
+    split_reservation_key,
+    split_usage_key,
+    split_venue_first_usage_key,
+    usage_key,
+    usage_prefix,
+)
 from core.records import (
     CountersSnapshot,
     LogRecord,
@@ -37,6 +48,8 @@ from core.records import (
     decoder,
     encode,
 )
+
+log = logging.getLogger("passgate.store")
 
 SHARD_MAP_SIZE = 32 << 30  # sparse
 _SEQ = struct.Struct(">Q")
@@ -91,6 +104,11 @@ class BatchWrites:
 
 
 _OLD_REQUESTS = b"req"
+# Usage keyed by venue, then pass: the layout before `core.keys.usage_key` put the pass first.
+_OLD_USAGE = b"usage"
+# Old usage records moved per transaction: a store of millions never needs one huge transaction,
+# and a move cut short by a crash goes on from where it stopped.
+USAGE_MOVE_CHUNK = 50_000
 
 
 def stored_request_key(request_key: bytes, decided_at_ms: int) -> bytes:
@@ -108,7 +126,7 @@ class ShardStore:
             )
         except lmdb.Error as exc:
             raise storage_error(f"cannot open shard store at {path}", exc) from exc
-        self._usage = self._env.open_db(b"usage")
+        self._usage = self._env.open_db(b"usage_by_pass")
         self._req = self._env.open_db(b"req_by_time")
         self._log = self._env.open_db(b"log")
         self._venue = self._env.open_db(b"venue")
@@ -118,6 +136,7 @@ class ShardStore:
         self._links = self._env.open_db(b"credit_link")
         self.next_seq = self._last_seq() + 1
         self._move_old_requests()
+        self._move_old_usage()
 
     def _move_old_requests(self) -> None:
         """A store written before request records were keyed by time keeps them in `req`: they
@@ -135,6 +154,34 @@ class ShardStore:
         except lmdb.Error as exc:
             what = "cannot move request records to their time-keyed table"
             raise storage_error(what, exc) from exc
+
+    def _move_old_usage(self) -> int:
+        """A store written before usage keys put the pass first keeps them in `usage`: they
+        move to `usage_by_pass`, USAGE_MOVE_CHUNK records per transaction, each chunk put and
+        deleted at once, and the old table goes with the last chunk. Returns how many moved."""
+        with self._env.begin() as txn:
+            if txn.get(_OLD_USAGE) is None:  # named databases are keys of the main one
+                return 0
+        moved, done = 0, False
+        try:
+            old = self._env.open_db(_OLD_USAGE)
+            while not done:
+                with self._env.begin(write=True) as txn:
+                    cur = txn.cursor(db=old)
+                    for _ in range(USAGE_MOVE_CHUNK):
+                        if not cur.first():
+                            break
+                        venue_id, pass_id = split_venue_first_usage_key(cur.key())
+                        txn.put(usage_key(venue_id, pass_id), cur.value(), db=self._usage)
+                        cur.delete()
+                        moved += 1
+                    done = not cur.first()
+                    if done:
+                        txn.drop(old, delete=True)
+                log.info("usage records moved to the pass-first layout: %d", moved)
+        except lmdb.Error as exc:
+            raise storage_error("cannot move usage records to their pass-first table", exc) from exc
+        return moved
 
     def _last_seq(self) -> int:
         with self._env.begin(db=self._log) as txn:
@@ -206,13 +253,16 @@ class ShardStore:
             return None if raw is None else _LINK.decode(raw)
 
     def usage_of_pass(self, pass_id: str) -> Iterator[tuple[str, Usage]]:
-        """(venue_id, usage) of one pass: a key scan that decodes only the matches."""
+        """(venue_id, usage) of one pass: its own key range, whatever else the table holds."""
+        prefix = usage_prefix(pass_id)
         with self._env.begin(db=self._usage) as txn:
-            for key in txn.cursor().iternext(keys=True, values=False):
-                venue_id, owner = split_usage_key(key)
-                raw = txn.get(key) if owner == pass_id else None
-                if raw is not None:
-                    yield venue_id, _USAGE.decode(raw)
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    return
+                yield split_usage_key(key)[0], _USAGE.decode(raw)
 
     def get_usage(self, key: bytes, txn: lmdb.Transaction | None = None) -> Usage | None:
         """One usage record; inside `txn` (a batch's `reader()`) when given, else in its own."""
