@@ -61,7 +61,11 @@ DEFAULT_TRAVEL_SPEED_KMH = 60.0
 MAX_TRAVEL_SPEED_KMH = 1000.0
 _SHARED_CARD_POLICIES = {"flag": SharedCardPolicy.FLAG, "refuse": SharedCardPolicy.REFUSE}
 
-_PROVINCE_KEYS = frozenset({"name", "default_timezone", "peak_days", "travel_speed_kmh"})
+_PROVINCE_KEYS = frozenset(
+    {"name", "default_timezone", "peak_days", "travel_speed_kmh", "decision_log_days"}
+)
+DEFAULT_DECISION_LOG_DAYS = 90
+MAX_DECISION_LOG_DAYS = 3660
 _VENUE_KEYS = frozenset(
     {
         "id",
@@ -180,7 +184,10 @@ def parse_province(texts: Mapping[str, str], tz_factory: Callable[[str], tzinfo]
     products = _parse_products(docs[PRODUCTS_FILE], venues)
     qr_keys = parse_qr_keys(texts[QR_KEYS_FILE]) if QR_KEYS_FILE in texts else {}
     speed = _travel_speed(root)
-    return Province(name, default_tz, venues, products, peak_days, qr_keys, speed)
+    log_days = root.number(
+        "decision_log_days", DEFAULT_DECISION_LOG_DAYS, minimum=1, maximum=MAX_DECISION_LOG_DAYS
+    )
+    return Province(name, default_tz, venues, products, peak_days, qr_keys, speed, log_days)
 
 
 def parse_demo_passes(text: str, province: Province | None = None) -> list[PassRecord]:

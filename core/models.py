@@ -151,6 +151,8 @@ class Province:
     qr_keys: dict[str, bytes] = field(default_factory=dict)
     # Straight-line speed (km/h) a holder can at most travel between venues (`core.travel`).
     travel_speed_kmh: float = 60.0
+    # Days a shard keeps each line of its decision log (the audit trail) before trimming it.
+    decision_log_days: int = 90
 
 
 @dataclass(frozen=True, slots=True)

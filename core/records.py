@@ -116,6 +116,12 @@ class RequestRecord(msgspec.Struct, array_like=True, tag="req/1", gc=False):
     prev_entry_ms: int
 
 
+# LogRecord.event: what a decision did to the venue's counters.
+EV_NONE, EV_ENTRY, EV_EXIT, EV_ANNUL = 0, 1, 2, 3
+# An exit no known entry justifies: logged and counted, never subtracted from occupancy.
+EV_EXIT_UNMATCHED = 6
+
+
 class LogRecord(msgspec.Struct, array_like=True, tag="log/1", gc=False):
     """One line of a shard's durable decision log (denials too); replayed into counters."""
 
@@ -166,6 +172,16 @@ class VenueState(msgspec.Struct, array_like=True, tag="venue/1"):
     # Exits that no known entry justified, on `unmatched_day` (counted, never subtracted).
     unmatched_day: int = 0
     unmatched_exits: int = 0
+
+
+class LogTrim(msgspec.Struct, array_like=True, tag="logtrim/1", gc=False):
+    """What a shard has trimmed off the front of its decision log (`actors.shard.store`): how
+    many lines, and their admitted entries net of annulments, so that totals stay whole."""
+
+    records: int = 0
+    admits: int = 0
+    # Decision time of the newest line trimmed.
+    through_ms: int = 0
 
 
 class CountersSnapshot(msgspec.Struct, array_like=True, tag="counters/1"):

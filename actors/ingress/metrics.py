@@ -79,6 +79,25 @@ SHARD_BATCHES = Gauge(
     ["shard"],
     registry=REGISTRY,
 )
+SHARD_STORE_BYTES = Gauge(
+    "passgate_shard_store_bytes",
+    "Bytes the shard's LMDB store file uses (its pages in use), as polled: it grows with the "
+    "decision log until the province's decision_log_days, then holds.",
+    ["shard"],
+    registry=REGISTRY,
+)
+DECISION_LOG_LINES = Gauge(
+    "passgate_decision_log_lines",
+    "Lines the shard's decision log holds now (one per decision, denials too), as polled.",
+    ["shard"],
+    registry=REGISTRY,
+)
+DECISION_LOG_TRIMMED = Gauge(
+    "passgate_decision_log_lines_trimmed",
+    "Decision-log lines the shard has trimmed past the province's decision_log_days, in all.",
+    ["shard"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "passgate_shard_queue_depth",
     "Requests waiting at the ingress for their shard's next batch.",
@@ -171,6 +190,9 @@ def set_shard_figures(stats: dict[str, Any]) -> None:
     label = str(stats["shard_id"])
     SHARD_CHANNEL_FRAMES.labels(label).set(stats.get("channel_frames", 0))
     SHARD_BATCHES.labels(label).set(stats["batches"])
+    SHARD_STORE_BYTES.labels(label).set(stats.get("store_bytes", 0))
+    DECISION_LOG_LINES.labels(label).set(stats.get("log_lines", 0))
+    DECISION_LOG_TRIMMED.labels(label).set(stats.get("log_lines_trimmed", 0))
 
 
 def set_venue_figures(rows: list[dict[str, Any]]) -> None:

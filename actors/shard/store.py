@@ -40,8 +40,11 @@ from core.keys import (
     usage_prefix,
 )
 from core.records import (
+    EV_ANNUL,
+    EV_ENTRY,
     CountersSnapshot,
     LogRecord,
+    LogTrim,
     RequestRecord,
     Usage,
     VenueState,
@@ -54,6 +57,11 @@ log = logging.getLogger("passgate.store")
 SHARD_MAP_SIZE = 32 << 30  # sparse
 _SEQ = struct.Struct(">Q")
 _COUNTERS_KEY = b"counters"
+_LOG_TRIM_KEY = b"log_trim"
+# Decision-log lines trimmed per commit at most: twice what the batch adds, so that a backlog
+# (a retention just shortened, a store from before retention) shrinks while the log grows, in
+# steps that never make one commit long.
+LOG_TRIM_MIN = 256
 _USAGE = decoder(Usage)
 _REQUEST = decoder(RequestRecord)
 _LOG = decoder(LogRecord)
@@ -62,6 +70,7 @@ _COUNTERS = decoder(CountersSnapshot)
 _INT = decoder(int)
 _OUTBOX = decoder(OutboxRecord)
 _LINK = decoder(CreditLink)
+_LOG_TRIM = decoder(LogTrim)
 
 
 @dataclass
@@ -82,6 +91,9 @@ class BatchWrites:
     outbox: dict[bytes, int] = field(default_factory=dict)
     outbox_done: list[bytes] = field(default_factory=list)
     credit_links: dict[bytes, CreditLink] = field(default_factory=dict)
+    # Decision-log lines decided before this go with these writes (0: none); never a line after
+    # the last counters snapshot, which a restart replays.
+    log_before_ms: int = 0
     # Pipelined (`actors.shard.pipeline`): what to do once these writes are durable.
     on_durable: list[Callable[[], None]] = field(default_factory=list)
     # Pipelined: what to do if they never become durable (their commit failed or was skipped).
@@ -135,6 +147,11 @@ class ShardStore:
         self._outbox = self._env.open_db(b"outbox")
         self._links = self._env.open_db(b"credit_link")
         self.next_seq = self._last_seq() + 1
+        snapshot = self.counters_snapshot()
+        self._snapshot_seq = snapshot.seq if snapshot is not None else 0
+        # No decision-log line is older than this (as far as this process knows): trimming
+        # looks at the log only once the retention's edge passes it.
+        self._log_oldest_ms = 0
         self._move_old_requests()
         self._move_old_usage()
 
@@ -199,15 +216,20 @@ class ShardStore:
         them or none. `written` is called once the puts are done, before the commit's syncs.
         Returns the log sequence of the last record."""
         seq = self.next_seq
+        snapshot = None
         try:
             with self._env.begin(write=True) as txn:
                 for w in group:
+                    if w.counters is not None:
+                        snapshot = seq - 1
                     seq = self._put(txn, w, seq)
                 if written is not None:
                     written()
         except lmdb.Error as exc:
             raise storage_error("shard commit failed", exc) from exc
         self.next_seq = seq
+        if snapshot is not None:
+            self._snapshot_seq = snapshot
         return seq - 1
 
     def _put(self, txn: lmdb.Transaction, w: BatchWrites, seq: int) -> int:
@@ -225,6 +247,8 @@ class ShardStore:
         for log in w.log:
             put(_SEQ.pack(seq), encode(log), db=self._log, append=True)
             seq += 1
+        if w.log_before_ms > self._log_oldest_ms:
+            self._trim_log(txn, w.log_before_ms, max(LOG_TRIM_MIN, 2 * len(w.log)))
         for venue_id, state in w.venues.items():
             put(venue_id.encode(), encode(state), db=self._venue)
         for key, status in w.reservations_put.items():
@@ -233,6 +257,49 @@ class ShardStore:
             txn.delete(key, db=self._resv)
         self._put_credit(txn, w)
         return seq
+
+    def _trim_log(self, txn: lmdb.Transaction, before_ms: int, most: int) -> None:
+        """Deletes up to `most` decision-log lines decided before `before_ms` from the front of
+        the log, never one after the last counters snapshot, and adds them to the trim record."""
+        cur = txn.cursor(db=self._log)
+        trimmed = admits = through_ms = 0
+        while trimmed < most and cur.first():
+            line = _LOG.decode(cur.value())
+            if line.at_ms >= before_ms:
+                self._log_oldest_ms = line.at_ms  # nothing to trim until the edge passes it
+                break
+            if _SEQ.unpack(cur.key())[0] > self._snapshot_seq:
+                break  # a restart replays it: it waits for the next snapshot
+            admits += (line.event == EV_ENTRY) - (line.event == EV_ANNUL)
+            through_ms = max(through_ms, line.at_ms)
+            cur.delete()
+            trimmed += 1
+        else:
+            if trimmed < most:
+                self._log_oldest_ms = before_ms  # the log is empty
+        if trimmed:
+            was = self._log_trim(txn)
+            total = LogTrim(
+                was.records + trimmed, was.admits + admits, max(was.through_ms, through_ms)
+            )
+            txn.put(_LOG_TRIM_KEY, encode(total), db=self._meta)
+
+    def _log_trim(self, txn: lmdb.Transaction) -> LogTrim:
+        raw = txn.get(_LOG_TRIM_KEY, db=self._meta)
+        return LogTrim() if raw is None else _LOG_TRIM.decode(raw)
+
+    def log_trim(self) -> LogTrim:
+        """What has been trimmed off the decision log so far."""
+        with self._env.begin() as txn:
+            return self._log_trim(txn)
+
+    def sizes(self) -> tuple[int, int]:
+        """(bytes the store's file uses, decision-log lines it holds), cheaply: from LMDB's own
+        page and entry counts, not a scan."""
+        info, page = self._env.info(), self._env.stat()["psize"]
+        with self._env.begin() as txn:
+            lines = int(txn.stat(self._log)["entries"])
+        return (int(info["last_pgno"]) + 1) * int(page), lines
 
     def _put_credit(self, txn: Any, w: BatchWrites) -> None:
         for key in w.outbox_done:

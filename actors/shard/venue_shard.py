@@ -67,14 +67,24 @@ from core.models import (
     Venue,
 )
 from core.qr import UNKNOWN_KEY, Token, Verifier, claim_expiry_ms, is_signed, window_problem
-from core.records import Decision, LogRecord, Request, RequestRecord, SharedFlag, Usage
+from core.records import (
+    EV_ANNUL,
+    EV_ENTRY,
+    EV_EXIT,
+    EV_EXIT_UNMATCHED,
+    EV_NONE,
+    Decision,
+    LogRecord,
+    Request,
+    RequestRecord,
+    SharedFlag,
+    Usage,
+)
 from core.rules import decide
 
 REQUEST_TTL_MS = 15 * 60 * 1000
 COUNTER_SNAPSHOT_EVERY_MS = 1000
-EV_NONE, EV_ENTRY, EV_EXIT, EV_ANNUL = 0, 1, 2, 3
-# An exit no known entry justifies: logged and counted, never subtracted from occupancy.
-EV_EXIT_UNMATCHED = 6
+DAY_MS = 24 * 3_600_000
 _COUNTED = (EV_ENTRY, EV_EXIT, EV_ANNUL)
 _KINDS = (1, 2, 3)
 _DIRECTIONS = (1, 2)
@@ -511,6 +521,8 @@ class VenueShard(QuotaOps):
                 writes.expired_requests.append((key, rec.decision.decided_at_ms))
 
     def _commit(self, batch: _Batch, now_ms: int) -> None:
+        # Lines past the province's retention leave the decision log with this commit.
+        batch.writes.log_before_ms = now_ms - self.province.decision_log_days * DAY_MS
         if now_ms - self._last_snapshot_ms >= COUNTER_SNAPSHOT_EVERY_MS and batch.events:
             # The counters as they stand before this batch; a restart replays the log after them,
             # this batch's records included.
@@ -653,8 +665,9 @@ class VenueShard(QuotaOps):
         return self.sharing.flags_of(pass_id)
 
     def stored_admits(self) -> int:
-        """Admitted entries not annulled, counted from the durable decision log."""
-        total = 0
+        """Admitted entries not annulled, counted from the durable decision log (and what the
+        trimmed lines of it held)."""
+        total = self.store.log_trim().admits
         for _, rec in self.store.iter_log():
             if rec.event == EV_ENTRY:
                 total += 1
@@ -674,7 +687,17 @@ class VenueShard(QuotaOps):
             "requests": len(self.requests),
             "last_commit_s": self.last_commit_s,
             "codes_verified": self.verifier.verified,
+            **self._store_figures(),
             **self.credit.stats(),
+        }
+
+    def _store_figures(self) -> dict[str, int]:
+        store_bytes, log_lines = self.store.sizes()
+        trim = self.store.log_trim()
+        return {
+            "store_bytes": store_bytes,
+            "log_lines": log_lines,
+            "log_lines_trimmed": trim.records,
         }
 
     def close(self) -> None:

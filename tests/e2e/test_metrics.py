@@ -63,3 +63,8 @@ def test_metrics_cover_the_dashboard(server: Server) -> None:
     )
     assert polled is not None and time.time() - float(polled.group(1)) < 30
     assert re.search(r"^passgate_shard_poll_failures_total ", text, re.M)
+    # The stores' sizes, for the planners sizing the data disk: in use, and the log's lines.
+    sizes = re.findall(r'^passgate_shard_store_bytes\{shard="\d+"\} ([0-9.e+]+)$', text, re.M)
+    lines = re.findall(r'^passgate_decision_log_lines\{shard="\d+"\} ([0-9.e+]+)$', text, re.M)
+    assert sizes and min(float(v) for v in sizes) > 0
+    assert sum(float(v) for v in lines) >= 2  # the two decisions above, at least

@@ -412,6 +412,16 @@ BAD = [
         '"2026-10-01..2026-10-07"', '"2026-10-07..2026-10-01"',
         "peak_days[0]", "ends before it starts",
     ),
+    (
+        "no decision log", PR,
+        "peak_days = [", "decision_log_days = 0\npeak_days = [",
+        "decision_log_days", "at least 1",
+    ),
+    (
+        "decision log kept as text", PR,
+        "peak_days = [", 'decision_log_days = "90"\npeak_days = [',
+        "decision_log_days", "expected an integer",
+    ),
 ]  # fmt: skip
 
 
