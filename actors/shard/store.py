@@ -54,7 +54,9 @@ from core.records import (
 
 log = logging.getLogger("passgate.store")
 
-SHARD_MAP_SIZE = 32 << 30  # sparse
+# The most the store may grow to: address space only (the file grows as it fills), so the data
+# disk is what bounds it. 32 GiB before: a busy province's decision log could reach that first.
+SHARD_MAP_SIZE = 1 << 40
 _SEQ = struct.Struct(">Q")
 _COUNTERS_KEY = b"counters"
 _LOG_TRIM_KEY = b"log_trim"
