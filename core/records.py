@@ -174,6 +174,16 @@ class VenueState(msgspec.Struct, array_like=True, tag="venue/1"):
     unmatched_exits: int = 0
 
 
+class PassParts(msgspec.Struct, array_like=True, gc=False):
+    """What one shard holds of one pass, for `GetPass`, in one call: its usage per venue, its
+    reservations (venue_id, day, slot_id, state, slot start, slot end minutes) and the node's
+    shared-card flags of it."""
+
+    usage: list[tuple[str, Usage]]
+    reservations: list[tuple[str, int, str, str, int, int]]
+    flags: list[SharedFlag]
+
+
 class LogTrim(msgspec.Struct, array_like=True, tag="logtrim/1", gc=False):
     """What a shard has trimmed off the front of its decision log (`actors.shard.store`): how
     many lines, and their admitted entries net of annulments, so that totals stay whole."""

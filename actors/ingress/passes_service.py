@@ -42,7 +42,7 @@ from core.clock import fmt_day, fmt_minute
 from core.credit import Charge, decode_charges
 from core.limits import FREE_TEXT, echo
 from core.models import Province
-from core.records import PassRecord, SharedFlag, Usage
+from core.records import PassParts, PassRecord, SharedFlag
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
 IMPORT_CHUNK = 5000
@@ -136,6 +136,13 @@ def _credit_view(rec: PassRecord, limit: int, charges: list[Charge]) -> passes_p
     )
 
 
+def _newest_flags(parts: list[PassParts]) -> list[SharedFlag]:
+    """Every node keeps its own sightings store and its shards all answer from it: one list,
+    newest first, each flag once."""
+    unique = {(f.at_ms, f.venue_id): f for part in parts for f in part.flags}
+    return sorted(unique.values(), key=lambda f: f.at_ms, reverse=True)[:MAX_FLAGS_SHOWN]
+
+
 class PassesService(passes_pb2_grpc.PassesServicer):
     def __init__(self, handles: Handles, catalog: CatalogReader, province: Province) -> None:
         self._h = handles
@@ -200,19 +207,12 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
-        shards = self._h.shards
-        # Usage, reservations and shared-card flags from every shard, and the pass's credit from
-        # its ledger: all calls at once.
-        answers, flags, credit = await asyncio.gather(
-            asyncio.gather(
-                *(s.usage_of.remote(rec.pass_id) for s in shards),
-                *(s.reservations_of.remote(rec.pass_id) for s in shards),
-            ),
-            self._shared_flags(rec.pass_id),
+        # Usage, reservations and shared-card flags from every shard (one call each), and the
+        # pass's credit from its ledger: all calls at once.
+        parts, credit = await asyncio.gather(
+            asyncio.gather(*(s.pass_parts.remote(rec.pass_id) for s in self._h.shards)),
             self._credit(rec),
         )
-        parts: list[list[tuple[str, Usage]]] = answers[: len(shards)]
-        held: list[list[tuple[str, int, str, str, int, int]]] = answers[len(shards) :]
         usage = [
             passes_pb2.VenueUsage(
                 venue_id=venue_id,
@@ -223,13 +223,15 @@ class PassesService(passes_pb2_grpc.PassesServicer):
                 charges_fen=u.charges_fen,
             )
             for part in parts
-            for venue_id, u in part
+            for venue_id, u in part.usage
         ]
         usage.sort(key=lambda u: u.venue_id)
-        rows = sorted((row for part in held for row in part), key=lambda r: (r[1], r[0], r[4]))
+        rows = sorted(
+            (row for part in parts for row in part.reservations), key=lambda r: (r[1], r[0], r[4])
+        )
         reservations = [_held(row) for row in rows]
         view = _pass_view(pass_proto(rec), usage, reservations)
-        view.shared_card_flags.extend(shared_flag_proto(f) for f in flags)
+        view.shared_card_flags.extend(shared_flag_proto(f) for f in _newest_flags(parts))
         if credit is not None:
             view.credit.CopyFrom(credit)
         return view
@@ -242,15 +244,6 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         ledger = ledgers[ledger_of(rec.pass_id, len(ledgers))]
         charges = decode_charges(await ledger.charges_of.remote(rec.pass_id))
         return _credit_view(rec, product.credit.debt_limit_fen, charges)
-
-    async def _shared_flags(self, pass_id: str) -> list[SharedFlag]:
-        """Every node keeps its own sightings store and its shards all answer from it: one list,
-        newest first, each flag once."""
-        parts: list[list[SharedFlag]] = await asyncio.gather(
-            *(s.shared_flags_of.remote(pass_id) for s in self._h.shards)
-        )
-        unique = {(f.at_ms, f.venue_id): f for part in parts for f in part}
-        return sorted(unique.values(), key=lambda f: f.at_ms, reverse=True)[:MAX_FLAGS_SHOWN]
 
     async def RevokePass(
         self, request: passes_pb2.RevokeRequest, context: grpc.aio.ServicerContext

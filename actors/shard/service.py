@@ -35,7 +35,7 @@ from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard, shard_dir
 from core.models import Province
-from core.records import SharedFlag, Usage
+from core.records import PassParts
 
 log = logging.getLogger("passgate.shard")
 
@@ -237,14 +237,12 @@ class ShardService:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def usage_of(self, pass_id: str) -> list[tuple[str, Usage]]:
-        return self.shard.usage_of(pass_id)
-
-    async def reservations_of(self, pass_id: str) -> list[tuple[str, int, str, str, int, int]]:
-        return self.shard.reservations_of(pass_id)
-
-    async def shared_flags_of(self, pass_id: str) -> list[SharedFlag]:
-        return self.shard.shared_flags_of(pass_id)
+    async def pass_parts(self, pass_id: str) -> PassParts:
+        """GetPass's share of this shard, one Ray call: usage, reservations, shared-card flags."""
+        shard = self.shard
+        return PassParts(
+            shard.usage_of(pass_id), shard.reservations_of(pass_id), shard.shared_flags_of(pass_id)
+        )
 
     async def venue_status(self, venue_id: str) -> dict[str, Any] | None:
         return self.shard.venue_status(venue_id)
