@@ -48,6 +48,7 @@ from actors.shard.credit import BatchCredit, ShardCredit
 from actors.shard.quota_ops import QuotaOps
 from actors.shard.sightings import SharedCards, Unwritten
 from actors.shard.store import BatchWrites, ShardStore
+from actors.shard.usage_cache import UsageCache
 from actors.shard.venues import RESERVATION_KEEP_DAYS, Running, VenueBook
 from core.clock import LocalTime, local_time
 from core.counters import CapacityCounters, warm
@@ -236,7 +237,7 @@ class VenueShard(QuotaOps):
         max_slots = max([len(v.slots) for v in self._owned] + [1])
         self.counters = CapacityCounters(max(1, len(self._owned)), max_slots)
         self.book = VenueBook(self._owned, self.counters)
-        self.usage: dict[bytes, Usage] = {}
+        self.usage = UsageCache()
         self.requests: dict[bytes, RequestRecord] = {}
         self._req_order: deque[tuple[int, bytes]] = deque()
         self._last_snapshot_ms = 0
@@ -542,7 +543,7 @@ class VenueShard(QuotaOps):
             self._last_snapshot_ms = now_ms
         # Only after the commit (or, pipelined, once staged) does memory move on: a failed
         # commit leaves no trace (pipelined: the pipeline reloads memory from LMDB).
-        self.usage.update(batch.usage)
+        self.usage.remember(batch.usage, self._held(writes))
         for key, rec in batch.requests.items():
             self.requests[key] = rec
             self._req_order.append((batch.now_ms, key))
@@ -571,6 +572,11 @@ class VenueShard(QuotaOps):
             writes.on_durable.append(durable)
         if lost is not None:
             writes.on_failed.append(lost)
+
+    def _held(self, writes: BatchWrites) -> BatchWrites | None:
+        """`writes` when `_write` held them for the pipeline's commit, else None (committed)."""
+        staging = self._staging
+        return writes if staging is not None and any(w is writes for w in staging) else None
 
     def commit_writes(
         self, group: list[BatchWrites], written: Callable[[], None] | None = None
@@ -647,7 +653,7 @@ class VenueShard(QuotaOps):
         if decision.charge_fen > 0:
             self.credit.annul(rkey, writes)
         self._write(writes, durable=lambda: self.credit.committed(writes, staged=False))
-        self.usage[ukey] = usage
+        self.usage.remember({ukey: usage}, self._held(writes))
         self.requests[rkey] = annulled
         self.book.apply_committed(writes)
         self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
