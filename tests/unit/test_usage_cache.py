@@ -45,7 +45,7 @@ def test_committed_records_leave_memory_and_still_decide(data_dir: Path) -> None
 @pytest.mark.usefixtures("small_cache")
 def test_a_record_staged_and_not_yet_durable_stays_in_memory(data_dir: Path) -> None:
     async def body(shard: VenueShard, pipe: CommitPipeline, gated: GatedCommit) -> None:
-        usage_cache.USAGE_CACHE_MAX = 0  # every committed record may go at once
+        # The cache holds 2: the third record written makes it trim, oldest first.
         first = _batch(pipe, shard, _scan("a1", "hard", "C1"))
         await gated.wait_started()  # P1's entry is staged; its commit is held open
         other = _batch(pipe, shard, _scan("b1", "lake", "C2"), _scan("b2", "lake", "C3"))
