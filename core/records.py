@@ -190,8 +190,6 @@ class LogTrim(msgspec.Struct, array_like=True, tag="logtrim/1", gc=False):
 
     records: int = 0
     admits: int = 0
-    # Decision time of the newest line trimmed.
-    through_ms: int = 0
 
 
 class CountersSnapshot(msgspec.Struct, array_like=True, tag="counters/1"):

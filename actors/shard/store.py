@@ -13,7 +13,7 @@ every page touched is written and synced).
 
 Usage records are keyed by pass, then venue (`core.keys.usage_key`), so `GetPass` reads one pass's
 usage as one key range. A store from before that layout has them under venue first; they move at
-open (`_move_old_usage`).
+open (`_move_table`).
 """
 
 from __future__ import annotations
@@ -117,18 +117,29 @@ class BatchWrites:
         )
 
 
+# Tables of older layouts, moved at open (`ShardStore._move_table`): request records keyed by
+# request key alone, and usage keyed by venue, then pass.
 _OLD_REQUESTS = b"req"
-# Usage keyed by venue, then pass: the layout before `core.keys.usage_key` put the pass first.
 _OLD_USAGE = b"usage"
-# Old usage records moved per transaction: a store of millions never needs one huge transaction,
-# and a move cut short by a crash goes on from where it stopped.
-USAGE_MOVE_CHUNK = 50_000
+_MOVE_REQUESTS = "request records to their time-keyed table"
+_MOVE_USAGE = "usage records to their pass-first table"
+# Records of an old table moved per transaction: a store of millions never needs one huge
+# transaction, and a move cut short by a crash goes on from where it stopped.
+MOVE_CHUNK = 50_000
 
 
 def stored_request_key(request_key: bytes, decided_at_ms: int) -> bytes:
     """A request record's key in LMDB: stamped with its decision time (a time before the epoch,
     from a clock set wrong, sorts as the epoch). With no request key: where that time starts."""
     return stamp_key(max(0, decided_at_ms), request_key)
+
+
+def _request_by_time(key: bytes, raw: bytes) -> bytes:
+    return stored_request_key(key, _REQUEST.decode(raw).decision.decided_at_ms)
+
+
+def _usage_pass_first(key: bytes, _raw: bytes) -> bytes:
+    return usage_key(*split_venue_first_usage_key(key))
 
 
 class ShardStore:
@@ -154,52 +165,38 @@ class ShardStore:
         # No decision-log line is older than this (as far as this process knows): trimming
         # looks at the log only once the retention's edge passes it.
         self._log_oldest_ms = 0
-        self._move_old_requests()
-        self._move_old_usage()
+        # Stores written before request records were keyed by time, or usage by pass first.
+        self._move_table(_OLD_REQUESTS, self._req, _request_by_time, _MOVE_REQUESTS)
+        self._move_table(_OLD_USAGE, self._usage, _usage_pass_first, _MOVE_USAGE)
 
-    def _move_old_requests(self) -> None:
-        """A store written before request records were keyed by time keeps them in `req`: they
-        move, once, in one transaction."""
+    def _move_table(
+        self, old_name: bytes, new_db: Any, new_key: Callable[[bytes, bytes], bytes], what: str
+    ) -> int:
+        """A table of an older layout, when the store has one: its records move to `new_db`, each
+        under `new_key(old key, value)`, MOVE_CHUNK records per transaction (each chunk put and
+        deleted at once), and the old table goes with the last chunk. Returns how many moved."""
         with self._env.begin() as txn:
-            if txn.get(_OLD_REQUESTS) is None:  # named databases are keys of the main one
-                return
-        try:
-            with self._env.begin(write=True) as txn:
-                old = self._env.open_db(_OLD_REQUESTS, txn=txn)
-                for key, raw in txn.cursor(db=old):
-                    at_ms = _REQUEST.decode(raw).decision.decided_at_ms
-                    txn.put(stored_request_key(bytes(key), at_ms), raw, db=self._req)
-                txn.drop(old, delete=True)
-        except lmdb.Error as exc:
-            what = "cannot move request records to their time-keyed table"
-            raise storage_error(what, exc) from exc
-
-    def _move_old_usage(self) -> int:
-        """A store written before usage keys put the pass first keeps them in `usage`: they
-        move to `usage_by_pass`, USAGE_MOVE_CHUNK records per transaction, each chunk put and
-        deleted at once, and the old table goes with the last chunk. Returns how many moved."""
-        with self._env.begin() as txn:
-            if txn.get(_OLD_USAGE) is None:  # named databases are keys of the main one
+            if txn.get(old_name) is None:  # named databases are keys of the main one
                 return 0
         moved, done = 0, False
         try:
-            old = self._env.open_db(_OLD_USAGE)
+            old = self._env.open_db(old_name)
             while not done:
                 with self._env.begin(write=True) as txn:
                     cur = txn.cursor(db=old)
-                    for _ in range(USAGE_MOVE_CHUNK):
+                    for _ in range(MOVE_CHUNK):
                         if not cur.first():
                             break
-                        venue_id, pass_id = split_venue_first_usage_key(cur.key())
-                        txn.put(usage_key(venue_id, pass_id), cur.value(), db=self._usage)
+                        key, value = cur.key(), cur.value()
+                        txn.put(new_key(key, value), value, db=new_db)
                         cur.delete()
                         moved += 1
                     done = not cur.first()
                     if done:
                         txn.drop(old, delete=True)
-                log.info("usage records moved to the pass-first layout: %d", moved)
+                log.info("%s: %d moved", what, moved)
         except lmdb.Error as exc:
-            raise storage_error("cannot move usage records to their pass-first table", exc) from exc
+            raise storage_error(f"cannot move {what}", exc) from exc
         return moved
 
     def _last_seq(self) -> int:
@@ -264,8 +261,11 @@ class ShardStore:
         """Deletes up to `most` decision-log lines decided before `before_ms` from the front of
         the log, never one after the last counters snapshot, and adds them to the trim record."""
         cur = txn.cursor(db=self._log)
-        trimmed = admits = through_ms = 0
-        while trimmed < most and cur.first():
+        trimmed = admits = 0
+        while trimmed < most:
+            if not cur.first():
+                self._log_oldest_ms = before_ms  # the log is empty
+                break
             line = _LOG.decode(cur.value())
             if line.at_ms >= before_ms:
                 self._log_oldest_ms = line.at_ms  # nothing to trim until the edge passes it
@@ -273,17 +273,11 @@ class ShardStore:
             if _SEQ.unpack(cur.key())[0] > self._snapshot_seq:
                 break  # a restart replays it: it waits for the next snapshot
             admits += (line.event == EV_ENTRY) - (line.event == EV_ANNUL)
-            through_ms = max(through_ms, line.at_ms)
             cur.delete()
             trimmed += 1
-        else:
-            if trimmed < most:
-                self._log_oldest_ms = before_ms  # the log is empty
         if trimmed:
             was = self._log_trim(txn)
-            total = LogTrim(
-                was.records + trimmed, was.admits + admits, max(was.through_ms, through_ms)
-            )
+            total = LogTrim(was.records + trimmed, was.admits + admits)
             txn.put(_LOG_TRIM_KEY, encode(total), db=self._meta)
 
     def _log_trim(self, txn: lmdb.Transaction) -> LogTrim:
@@ -295,13 +289,17 @@ class ShardStore:
         with self._env.begin() as txn:
             return self._log_trim(txn)
 
-    def sizes(self) -> tuple[int, int]:
-        """(bytes the store's file uses, decision-log lines it holds), cheaply: from LMDB's own
-        page and entry counts, not a scan."""
-        info, page = self._env.info(), self._env.stat()["psize"]
+    def figures(self) -> dict[str, int]:
+        """For the metrics poll, cheaply (LMDB's own page and entry counts, not a scan): bytes
+        the store's file uses, decision-log lines it holds and lines trimmed so far."""
+        page = int(self._env.stat()["psize"])
         with self._env.begin() as txn:
-            lines = int(txn.stat(self._log)["entries"])
-        return (int(info["last_pgno"]) + 1) * int(page), lines
+            used_pages = int(self._env.info()["last_pgno"]) + 1
+            return {
+                "store_bytes": used_pages * page,
+                "log_lines": int(txn.stat(self._log)["entries"]),
+                "log_lines_trimmed": self._log_trim(txn).records,
+            }
 
     def _put_credit(self, txn: Any, w: BatchWrites) -> None:
         for key in w.outbox_done:

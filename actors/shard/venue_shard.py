@@ -530,11 +530,12 @@ class VenueShard(QuotaOps):
             batch.writes.counters = self.counters.snapshot()
         self.credit.stage(batch.credit, batch.writes)
         writes = batch.writes
+        held = None
         if not writes.empty():
             # The ledger hears of settles and releases once they are on disk; should a pipelined
             # commit never get there, the batch's holds go (a failed plain commit raises, and
             # `decide_planned` releases them).
-            self._write(
+            held = self._write(
                 writes,
                 durable=lambda: self.credit.committed(writes),
                 lost=lambda: self.credit.abandon_outbox(writes),
@@ -543,7 +544,7 @@ class VenueShard(QuotaOps):
             self._last_snapshot_ms = now_ms
         # Only after the commit (or, pipelined, once staged) does memory move on: a failed
         # commit leaves no trace (pipelined: the pipeline reloads memory from LMDB).
-        self.usage.remember(batch.usage, self._held(writes))
+        self.usage.remember(batch.usage, held)
         for key, rec in batch.requests.items():
             self.requests[key] = rec
             self._req_order.append((batch.now_ms, key))
@@ -557,26 +558,22 @@ class VenueShard(QuotaOps):
         writes: BatchWrites,
         durable: Callable[[], None] | None = None,
         lost: Callable[[], None] | None = None,
-    ) -> None:
-        """One transaction's writes: committed durably now, or held for the pipeline's stage.
-        `durable` runs once they are on disk (now, or after the pipeline's commit); `lost` if a
-        held commit fails or is skipped."""
+    ) -> BatchWrites | None:
+        """One transaction's writes: committed durably now (returns None), or held for the
+        pipeline's stage (returns them). `durable` runs once they are on disk (now, or after the
+        pipeline's commit); `lost` if a held commit fails or is skipped."""
         writes.reservations_del.extend(self.book.take_stale())
         if self._staging is None:
             self.commit_writes([writes])
             if durable is not None:
                 durable()
-            return
+            return None
         self._staging.append(writes)
         if durable is not None:
             writes.on_durable.append(durable)
         if lost is not None:
             writes.on_failed.append(lost)
-
-    def _held(self, writes: BatchWrites) -> BatchWrites | None:
-        """`writes` when `_write` held them for the pipeline's commit, else None (committed)."""
-        staging = self._staging
-        return writes if staging is not None and any(w is writes for w in staging) else None
+        return writes
 
     def commit_writes(
         self, group: list[BatchWrites], written: Callable[[], None] | None = None
@@ -652,8 +649,8 @@ class VenueShard(QuotaOps):
             self.book.restore_reservation(venue_id, rec.day, rec.slot_idx, rec.pass_id, writes)
         if decision.charge_fen > 0:
             self.credit.annul(rkey, writes)
-        self._write(writes, durable=lambda: self.credit.committed(writes, staged=False))
-        self.usage.remember({ukey: usage}, self._held(writes))
+        held = self._write(writes, durable=lambda: self.credit.committed(writes, staged=False))
+        self.usage.remember({ukey: usage}, held)
         self.requests[rkey] = annulled
         self.book.apply_committed(writes)
         self._apply_events([(venue_id, rec.day, rec.minute, EV_ANNUL, rec.slot_idx)])
@@ -693,17 +690,8 @@ class VenueShard(QuotaOps):
             "requests": len(self.requests),
             "last_commit_s": self.last_commit_s,
             "codes_verified": self.verifier.verified,
-            **self._store_figures(),
+            **self.store.figures(),
             **self.credit.stats(),
-        }
-
-    def _store_figures(self) -> dict[str, int]:
-        store_bytes, log_lines = self.store.sizes()
-        trim = self.store.log_trim()
-        return {
-            "store_bytes": store_bytes,
-            "log_lines": log_lines,
-            "log_lines_trimmed": trim.records,
         }
 
     def close(self) -> None:

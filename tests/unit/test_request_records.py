@@ -10,6 +10,7 @@ import lmdb
 from actors.shard.store import SHARD_MAP_SIZE
 from actors.shard.venue_shard import REQUEST_TTL_MS, VenueShard, shard_dir
 from tests.unit import test_shard
+from tests.unit.old_layouts import to_old_table
 from tests.unit.test_shard import Clock, _decide, _req, _shard
 
 data_dir = test_shard.data_dir  # the shard tests' catalog, as a fixture of this module too
@@ -59,17 +60,7 @@ def test_a_request_id_decided_again_after_expiry_keeps_its_new_record(data_dir: 
 
 def _to_old_layout(data: Path) -> int:
     """Rewrites a shard store as a version before time keys kept it: `req`, by request key."""
-    env = lmdb.open(str(shard_dir(data, 0)), map_size=SHARD_MAP_SIZE, max_dbs=10)
-    with env.begin(write=True) as txn:
-        new = env.open_db(b"req_by_time", txn=txn)
-        old = env.open_db(b"req", txn=txn)
-        moved = 0
-        for key, raw in txn.cursor(db=new):
-            txn.put(bytes(key[8:]), bytes(raw), db=old)
-            moved += 1
-        txn.drop(new, delete=True)
-    env.close()
-    return moved
+    return to_old_table(data, b"req_by_time", b"req", lambda key: key[8:])
 
 
 def test_a_store_of_the_old_layout_has_its_records_moved_once(data_dir: Path) -> None:

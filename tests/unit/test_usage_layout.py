@@ -16,6 +16,7 @@ from core.keys import split_usage_key, split_venue_first_usage_key, usage_key
 from core.models import Reason
 from core.records import Usage
 from tests.unit import test_shard
+from tests.unit.old_layouts import table_names, to_old_table
 from tests.unit.test_shard import Clock, _decide, _req, _shard
 
 data_dir = test_shard.data_dir  # the shard tests' catalog, as a fixture of this module too
@@ -39,36 +40,22 @@ def test_usage_of_a_pass_is_its_own_key_range(tmp_path: Path) -> None:
     store.close()
 
 
-def _tables_at(path: Path) -> set[bytes]:
-    """The named tables of the LMDB environment at `path`."""
-    env = lmdb.open(str(path), map_size=SHARD_MAP_SIZE, max_dbs=10)
-    with env.begin() as txn:
-        names = {bytes(k) for k in txn.cursor().iternext(keys=True, values=False)}
-    env.close()
-    return names
+def _venue_first(key: bytes) -> bytes:
+    """A usage key as the layout before the pass-first keys had it: venue, then pass."""
+    venue_id, pass_id = split_usage_key(key)
+    old_key = usage_key(pass_id, venue_id)  # the same two parts, the venue first
+    assert split_venue_first_usage_key(old_key) == (venue_id, pass_id)
+    return old_key
 
 
 def _to_venue_first(data: Path) -> int:
     """Rewrites a shard store's usage as a version before the pass-first keys kept it: `usage`,
     by venue, then pass."""
-    env = lmdb.open(str(shard_dir(data, 0)), map_size=SHARD_MAP_SIZE, max_dbs=10)
-    with env.begin(write=True) as txn:
-        new = env.open_db(b"usage_by_pass", txn=txn)
-        old = env.open_db(b"usage", txn=txn)
-        moved = 0
-        for key, raw in txn.cursor(db=new):
-            venue_id, pass_id = split_usage_key(key)
-            old_key = usage_key(pass_id, venue_id)  # the same two parts, the venue first
-            assert split_venue_first_usage_key(old_key) == (venue_id, pass_id)
-            txn.put(old_key, bytes(raw), db=old)
-            moved += 1
-        txn.drop(new, delete=True)
-    env.close()
-    return moved
+    return to_old_table(data, b"usage_by_pass", b"usage", _venue_first)
 
 
 def _tables(data: Path) -> set[bytes]:
-    return _tables_at(shard_dir(data, 0))
+    return table_names(shard_dir(data, 0))
 
 
 def test_a_store_of_the_venue_first_layout_has_its_usage_moved_once(data_dir: Path) -> None:
@@ -103,7 +90,7 @@ def test_a_move_cut_short_goes_on_at_the_next_open(
         for i in range(7):
             txn.put(usage_key(f"P{i}", "lake"), shard_store.encode(Usage(entries=i)), db=old)
     env.close()
-    monkeypatch.setattr(shard_store, "USAGE_MOVE_CHUNK", 2)
+    monkeypatch.setattr(shard_store, "MOVE_CHUNK", 2)
     calls = 0
     real = shard_store.split_venue_first_usage_key
 
@@ -123,4 +110,4 @@ def test_a_move_cut_short_goes_on_at_the_next_open(
              (f"P{i}" for i in range(7))}  # fmt: skip
     assert found == {f"P{i}": [("lake", i)] for i in range(7)}
     store.close()
-    assert b"usage" not in _tables_at(tmp_path)
+    assert b"usage" not in table_names(tmp_path)
