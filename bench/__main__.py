@@ -4,12 +4,13 @@ python -m bench                    # micro table, then passgate vs the bare echo
 python -m bench --micro-only       # just the table (about a minute)
 python -m bench --channel-only     # just Ray actor call vs channel round trip, per batch
 python -m bench --disk-only        # just the disk's durable-commit latency (about 25 s)
-python -m bench --transport-only   # just the comparison (about 6 minutes)
+python -m bench --transport-only   # just the comparison (about 8 minutes)
 python -m bench --transport-only --only unary   # one load run, no h2load or burst
 
-The comparison (bench/transport.py): unary flat 1,000/s, batch 5,000 decisions/s at 100 per call
-and a stream step search, each against passgate and then the echo server with the same generator,
-with the instrument's validity; h2load's dry-run ratio; a 5,000-call burst.
+The comparison (bench/transport.py): unary flat 1,000/s, batch 5,000 decisions/s at 100 per call,
+a batch step search up to 20,000 decisions/s and a stream step search, each against passgate and
+then the echo server with the same generator, with the instrument's validity and issue 9's target
+met or missed; h2load's dry-run ratio; a 5,000-call burst.
 """
 
 from __future__ import annotations

@@ -8,7 +8,11 @@ One self-started passgate (2 shards, 1 ingress process, clock frozen at 10:00 on
 
 - unary, flat 1,000/s (write path: the load test's mix);
 - batch, 5,000 decisions/s at 100 per call;
+- batch, step search at 100 per call whose top stair is 20,000 decisions/s (x1.25 per stair),
+  for issue 9's "highest batch rate with p99 <= 20 ms";
 - stream, step search from 500/s (x1.25 per stair);
+
+Each row also says whether issue 9's target for it was met (`Run.target`).
 
 then h2load (an independent C generator, one prepared dry-run Validate) against passgate and the
 echo server, one process each, for the dry-run ratio; then a 5,000-call burst with a 200 ms
@@ -22,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,20 +54,67 @@ RESULTS = Path("results")
 BURST_CALLS = 5_000
 BURST_DEADLINE_MS = 200
 H2LOAD = {"requests": 20_000, "clients": 4, "streams": 16}
+SLO_MS = 20.0
+# The batch step search climbs x1.25 a stair to exactly this rate, so that passing the top stair
+# is passing the target.
+BATCH_TARGET_PER_S = 20_000.0
+BATCH_STAIRS = 9
+STEP_FACTOR = 1.25
+STREAM_TARGET_RATIO = 0.7
+
+
+@dataclass(frozen=True)
+class Target:
+    """Issue 9's target for one load run: `text` says it, `met` judges a result row."""
+
+    text: str
+    met: Callable[[dict[str, Any]], bool]
 
 
 @dataclass(frozen=True)
 class Run:
     label: str
     settings: dict[str, Any]
+    target: Target
+
+
+def _latency_met(p99_ms: float, p99_9_ms: float | None = None) -> Target:
+    text = f"p99 <= {p99_ms:g} ms" + (f", p99.9 <= {p99_9_ms:g} ms" if p99_9_ms else "")
+
+    def met(row: dict[str, Any]) -> bool:
+        ours = row["passgate"]
+        lat = ours["latency_ms"]
+        return (
+            ours["errors"] == 0
+            and lat["p99"] <= p99_ms
+            and (p99_9_ms is None or lat["p99_9"] <= p99_9_ms)
+        )
+
+    return Target(text, met)
+
+
+def _rate_met(rate: float) -> Target:
+    def met(row: dict[str, Any]) -> bool:
+        return (row["passgate"]["highest_passing_rate"] or 0.0) >= rate - 0.5
+
+    return Target(f"highest stair with p99 <= {SLO_MS:g} ms >= {rate:,.0f}/s", met)
+
+
+def _ratio_met(ratio: float) -> Target:
+    def met(row: dict[str, Any]) -> bool:
+        return (row["ratio_highest_rate"] or 0.0) >= ratio
+
+    return Target(f">= {ratio:g}x the echo server's highest stair", met)
 
 
 def runs(seconds: float) -> list[Run]:
-    """Issue 9's loads; `seconds` is the flat runs' length and the step search's stair."""
+    """Issue 9's loads; `seconds` is the step searches' stair and half the flat runs' length."""
+    stair = float(max(1, round(seconds)))
     return [
         Run(
             "unary, flat 1,000/s, write path",
             {"mode": "unary", "profile": "flat", "rate": 1000.0, "duration_s": 2 * seconds},
+            _latency_met(SLO_MS, 50.0),
         ),
         Run(
             "batch, 5,000 decisions/s, 100 per call",
@@ -74,6 +125,20 @@ def runs(seconds: float) -> list[Run]:
                 "batch_size": 100,
                 "duration_s": 2 * seconds,
             },
+            _latency_met(SLO_MS),
+        ),
+        Run(
+            f"batch, step search to {BATCH_TARGET_PER_S:,.0f} decisions/s, 100 per call",
+            {
+                "mode": "batch",
+                "profile": "step",
+                "rate": BATCH_TARGET_PER_S / STEP_FACTOR ** (BATCH_STAIRS - 1),
+                "step_factor": STEP_FACTOR,
+                "batch_size": 100,
+                "step_s": stair,
+                "duration_s": BATCH_STAIRS * stair,
+            },
+            _rate_met(BATCH_TARGET_PER_S),
         ),
         Run(
             "stream, step search from 500/s",
@@ -81,9 +146,11 @@ def runs(seconds: float) -> list[Run]:
                 "mode": "stream",
                 "profile": "step",
                 "rate": 500.0,
-                "step_s": float(max(1, round(seconds))),
-                "duration_s": 8 * max(1, round(seconds)),
+                "step_factor": STEP_FACTOR,
+                "step_s": stair,
+                "duration_s": 8 * stair,
             },
+            _ratio_met(STREAM_TARGET_RATIO),
         ),
     ]
 
@@ -137,7 +204,7 @@ def _load_row(run: Run, target: str, creds: Path, frozen: str, imported: bool) -
     report = run_load(cfg)
     tr, lat = report["transport"], report["latency_ms"]
     step = report.get("step") or {}
-    return {
+    row = {
         "label": run.label,
         "passgate": {
             "latency_ms": lat,
@@ -156,7 +223,10 @@ def _load_row(run: Run, target: str, creds: Path, frozen: str, imported: bool) -
         "instrument": report["instrument"],
         "instrument_line": instrument_line(report),
         "files": report.get("files", {}),
+        "target": run.target.text,
     }
+    row["target_met"] = run.target.met(row)
+    return row
 
 
 def _dry_run_body() -> bytes:
@@ -234,8 +304,8 @@ def summary_markdown(doc: dict[str, Any]) -> str:
         "# passgate vs the bare echo server (same generator, rate, TLS and token)",
         "",
         "| load | passgate p50 / p99 / p99.9 ms | echo p50 / p99 / p99.9 ms | passgate / echo "
-        "| instrument |",
-        "|---|---|---|---|---|",
+        "| instrument | issue 9 target |",
+        "|---|---|---|---|---|---|",
     ]
     for row in doc["runs"]:
         ours, theirs, ins = row["passgate"], row["echo"], row["instrument"]
@@ -252,7 +322,7 @@ def summary_markdown(doc: dict[str, Any]) -> str:
         verdict = "valid" if ins["valid"] else "**INVALID**"
         lines.append(
             f"| {row['label']} | {_ms(ours['latency_ms'])} | {_ms(theirs['latency_ms'])} | "
-            f"{ratio} | {verdict} (echo p99 {ins['echo_p99_ms']:.2f} ms) |"
+            f"{ratio} | {verdict} (echo p99 {ins['echo_p99_ms']:.2f} ms) | {_target_cell(row)} |"
         )
     valid = sum(1 for row in doc["runs"] if row["instrument"]["valid"])
     lines += [
@@ -264,6 +334,12 @@ def summary_markdown(doc: dict[str, Any]) -> str:
     lines += _h2load_lines(doc.get("h2load"))
     lines += _burst_lines(doc.get("burst"))
     return "\n".join(lines) + "\n"
+
+
+def _target_cell(row: dict[str, Any]) -> str:
+    if "target" not in row:
+        return ""
+    return f"{row['target']}: {'met' if row['target_met'] else '**missed**'}"
 
 
 def _h2load_lines(h2: dict[str, Any] | None) -> list[str]:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.transport import summary_markdown
+from bench.transport import runs, summary_markdown
 
 
 def _run(label: str, valid: bool, echo_p99: float) -> dict[str, Any]:
     lat = {"p50": 1.0, "p99": 2.0, "p99_9": 3.0}
-    side = {"latency_ms": lat, "throughput_per_s": 1000.0, "highest_passing_rate": None}
+    side = {
+        "latency_ms": lat,
+        "throughput_per_s": 1000.0,
+        "errors": 0,
+        "highest_passing_rate": None,
+    }
     return {
         "label": label,
         "passgate": side,
@@ -28,3 +33,40 @@ def test_the_summary_counts_the_runs_whose_instrument_was_valid() -> None:
     assert "Instrument valid in 1 of 2 runs" in text
     all_valid = summary_markdown({"runs": [_run("unary", True, 2.9)]})
     assert "Instrument valid in 1 of 1 runs" in all_valid
+
+
+def _stepped(label: str, ours: float | None, theirs: float) -> dict[str, Any]:
+    row = _run(label, True, 2.0)
+    row["passgate"] = {**row["passgate"], "highest_passing_rate": ours}
+    row["echo"] = {**row["echo"], "highest_passing_rate": theirs}
+    row["ratio_highest_rate"] = (ours or 0.0) / theirs
+    return row
+
+
+def test_each_run_is_judged_against_its_issue_9_target() -> None:
+    unary, batch, search, stream = runs(10.0)
+    fast, slow = _run("unary", True, 2.0), _run("unary", True, 2.0)
+    slow["passgate"] = {**slow["passgate"], "latency_ms": {"p50": 5.0, "p99": 21.0, "p99_9": 30.0}}
+    assert unary.target.met(fast) and not unary.target.met(slow)
+    assert batch.target.met(fast) and not batch.target.met(slow)
+    # The batch search climbs to exactly the target, so only its top stair passing meets it.
+    top = search.settings["rate"] * search.settings["step_factor"] ** 8
+    assert round(top, 6) == 20_000.0
+    assert search.target.met(_stepped("search", round(top, 1), 20_000.0))
+    assert not search.target.met(_stepped("search", 16_000.0, 20_000.0))
+    assert not search.target.met(_stepped("search", None, 20_000.0))
+    assert stream.target.met(_stepped("stream", 1_800.0, 2_384.0))
+    assert not stream.target.met(_stepped("stream", 1_221.0, 2_384.0))
+
+
+def test_the_summary_says_met_or_missed_beside_each_target() -> None:
+    _, batch, search, _ = runs(10.0)
+    met = {**_run("batch", True, 2.0), "target": batch.target.text, "target_met": True}
+    missed = {
+        **_stepped("search", 4_194.0, 20_000.0),
+        "target": search.target.text,
+        "target_met": False,
+    }
+    text = summary_markdown({"runs": [met, missed]})
+    assert "| p99 <= 20 ms: met |" in text
+    assert "highest stair with p99 <= 20 ms >= 20,000/s: **missed** |" in text
