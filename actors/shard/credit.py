@@ -181,7 +181,7 @@ class ShardCredit:
         venue = shard.book.venue(req.venue_id)
         if venue is None or req.gate_id not in venue.gates:
             return None
-        pass_, refusal = shard._credential(req, txn, code)
+        pass_, refusal = shard.planned_credential(req, txn, code, batch, i)
         if pass_ is None or refusal is not None:
             return None
         product = shard.province.products.get(pass_.product_id)

@@ -284,7 +284,8 @@ class VenueShard(QuotaOps):
                 credit = self.credit.screen(self, items, problems, codes, txn, probe)
             finally:
                 self._reading = None
-        return BatchPlan(items, problems, codes, now_ms, credit)
+            known = Known(txn.id(), probe.looked_up)
+        return BatchPlan(items, problems, codes, now_ms, credit, known)
 
     def decide_planned(self, plan: BatchPlan, hand_over: bool = False) -> list[Decision]:
         """Decides a planned batch with the ledger's answers and commits it (or stages it, inside
@@ -307,11 +308,12 @@ class VenueShard(QuotaOps):
         out: list[Decision] = []
         with self.catalog.begin() as txn, self.store.reader() as self._reading:
             try:
+                codes = plan.known.codes_in(txn, plan.codes)
                 for i, req in enumerate(items):
                     problem = plan.problems[i]
                     if problem is None:
                         assert not isinstance(req, str)
-                        out.append(self._decide_one(req, batch, txn, plan.codes.get(i), i))
+                        out.append(self._decide_one(req, batch, txn, codes.get(i), i))
                     else:
                         rid = "" if isinstance(req, str) else req.request_id
                         out.append(
@@ -423,6 +425,17 @@ class VenueShard(QuotaOps):
         if pass_ is not None and req.kind == _QR and not self._qr_policy(pass_).static:
             return None, _INVALID_CODE  # this product takes signed codes only
         return pass_, None
+
+    def planned_credential(
+        self, req: Request, txn: Any, code: _Code | None, probe: _Batch, i: int
+    ) -> tuple[PassRecord | None, tuple[Reason, str] | None]:
+        """`_credential` while a batch is planned; the answer is kept for its decision, which
+        uses it while the catalog has not changed (`Known`)."""
+        if code is not None:
+            return code.pass_, code.refusal
+        pass_, refusal = self._credential(req, txn, None)
+        probe.looked_up[i] = _Code(pass_, refusal)
+        return pass_, refusal
 
     # -- signed QR codes ------------------------------------------------------------------------
 
@@ -764,11 +777,30 @@ def _annul_problem(rec: RequestRecord | None, fp: bytes, now_ms: int) -> tuple[b
     return None
 
 
+class Known:
+    """The credentials a batch's plan looked up (item index -> pass and refusal), and the catalog
+    snapshot they were read in. Its decision uses them only while the catalog is that snapshot
+    still: one more commit of the catalog (an import, a revocation) and it looks up afresh."""
+
+    __slots__ = ("catalog_txn", "looked_up")
+
+    def __init__(self, catalog_txn: int, looked_up: dict[int, _Code]) -> None:
+        self.catalog_txn = catalog_txn
+        self.looked_up = looked_up
+
+    def codes_in(self, txn: Any, codes: dict[int, _Code]) -> dict[int, _Code]:
+        """The screened signed codes, plus the plan's lookups when `txn` reads their snapshot."""
+        if not self.looked_up or txn.id() != self.catalog_txn:
+            return codes
+        return {**self.looked_up, **codes}
+
+
 class BatchPlan:
     """A batch between `plan_batch` and `decide_planned`: the items, each one's problem (None:
-    none), the screened signed codes by index, the clock reading and the credit dry pass."""
+    none), the screened signed codes by index, the clock reading, the credit dry pass and the
+    credentials it looked up."""
 
-    __slots__ = ("codes", "credit", "entered", "items", "now_ms", "problems", "sightings")
+    __slots__ = ("codes", "credit", "entered", "items", "known", "now_ms", "problems", "sightings")
 
     def __init__(
         self,
@@ -777,18 +809,23 @@ class BatchPlan:
         codes: dict[int, _Code],
         now_ms: int,
         credit: BatchCredit | None,
+        known: Known | None = None,
     ) -> None:
         self.items = items
         self.problems = problems
         self.codes = codes
         self.now_ms = now_ms
         self.credit = credit
+        self.known = known or Known(-1, {})
         self.entered = False  # decide_planned began (from then on it releases holds on failure)
         self.sightings: Unwritten | None = None  # handed over by decide_planned, to record
 
 
 class _Batch:
-    __slots__ = ("credit", "events", "locals", "now_ms", "requests", "running", "usage", "writes")
+    __slots__ = (
+        "credit", "events", "locals", "looked_up", "now_ms", "requests", "running", "usage",
+        "writes",
+    )  # fmt: skip
 
     def __init__(self, now_ms: int, book: VenueBook) -> None:
         self.now_ms = now_ms
@@ -799,6 +836,7 @@ class _Batch:
         self.running = Running(book)
         self.locals: dict[str, LocalTime] = {}
         self.credit: BatchCredit | None = None
+        self.looked_up: dict[int, _Code] = {}  # a plan's lookups (`VenueShard.planned_credential`)
 
     def local(self, venue_id: str, tz: Any, book: VenueBook) -> LocalTime:
         lt = self.locals.get(venue_id)

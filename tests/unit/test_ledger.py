@@ -5,6 +5,9 @@ the ledger through the in-process client."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -37,6 +40,7 @@ from core.models import (
 )
 from core.records import Decision, PassRecord, Request
 
+ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
 NOW_MS = int(datetime(2026, 10, 1, 2, 0, tzinfo=UTC).timestamp() * 1000)
 ALL_DAY = tuple(((0, 1440),) for _ in range(7))
@@ -423,3 +427,62 @@ def test_pipelined_the_ledger_hears_only_of_durable_entries(data_dir: Path, ledg
         release.set()
         pipe.close()
         shard.close()
+
+
+def _counting_lookups(shard: VenueShard, monkeypatch: Any) -> list[str]:
+    looked: list[str] = []
+    lookup = shard.catalog.lookup
+
+    def counted(txn: Any, kind: int, value: str) -> PassRecord | None:
+        looked.append(value)
+        return lookup(txn, kind, value)
+
+    monkeypatch.setattr(shard.catalog, "lookup", counted)
+    return looked
+
+
+def test_the_plan_looks_a_credential_up_once_for_the_batch(
+    data_dir: Path, ledger: Ledger, monkeypatch: Any
+) -> None:
+    shard = _shard(data_dir, LocalLedgerClient([ledger]))
+    looked = _counting_lookups(shard, monkeypatch)
+    out = _decide(shard, _req("r1", "lake"), _req("r2", "hill", "G2"))
+    assert [d.allowed for d in out] == [True, True]
+    assert looked == ["C-G1", "C-G2"]  # the credit dry pass's lookups serve the decision too
+    shard.close()
+
+
+def _revoke_elsewhere(data_dir: Path, pass_id: str) -> None:
+    """Revokes a pass from another process, as the catalog actor does (LMDB will not open one
+    environment twice in a process)."""
+    script = textwrap.dedent(
+        f"""
+        import msgspec
+        from pathlib import Path
+        from actors.catalog import CatalogWriter, catalog_path
+        from core.models import PassStatus
+        from tests.unit.test_ledger import _pass
+        writer = CatalogWriter(catalog_path(Path({str(data_dir)!r})))
+        writer.upsert([msgspec.structs.replace(_pass({pass_id!r}), status=PassStatus.REVOKED)])
+        writer.close()
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-500:]
+
+
+def test_a_revocation_between_plan_and_decision_is_seen(
+    data_dir: Path, ledger: Ledger, monkeypatch: Any
+) -> None:
+    shard = _shard(data_dir, LocalLedgerClient([ledger]))
+    looked = _counting_lookups(shard, monkeypatch)
+    plan = shard.plan_batch([_req("r1", "lake"), _req("r2", "hill", "G2")])
+    shard.credit.hold_now(plan.credit)
+    _revoke_elsewhere(data_dir, "G2")
+    first, second = shard.decide_planned(plan)
+    assert first.allowed
+    assert (second.allowed, second.reason) == (False, Reason.REVOKED)
+    assert looked == ["C-G1", "C-G2", "C-G1", "C-G2"]  # the catalog moved on: looked up afresh
+    shard.close()
