@@ -84,10 +84,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed-passes", type=int, default=10000, help="synthetic passes on first start")
     IngressSettings.add_flags(p)
-    p.add_argument(
+    clock = p.add_mutually_exclusive_group()
+    clock.add_argument(
         "--frozen-clock",
         default=None,
-        help="ISO instant the shards use as 'now' (demos and tests only)",
+        help="ISO instant the shards use as 'now', standing still (demos and tests only)",
+    )
+    clock.add_argument(
+        "--clock-start",
+        default=None,
+        help="ISO instant the shards' clock starts at, then runs at the wall clock's pace "
+        "(load tests and benchmarks only)",
     )
     args = p.parse_args(argv)
     if args.shards < 1 or args.ledgers < 1:
@@ -98,6 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--batch-size must be >= 1 and --batch-delay-us >= 0")
     if args.credentials is None:
         args.credentials = default_credentials_dir(args.data_dir)
+    flag, instant = (
+        ("--clock-start", args.clock_start)
+        if args.clock_start is not None
+        else ("--frozen-clock", args.frozen_clock)
+    )
+    try:
+        args.clock_ms = _frozen_ms(instant)
+    except ValueError:
+        p.error(f"{flag}: not an ISO instant: {instant!r}")
     return args
 
 
@@ -168,12 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             province,
             args.data_dir,
             args.shards,
-            _frozen_ms(args.frozen_clock),
+            args.clock_ms,
             args.credentials,
             args.ledgers,
+            clock_runs=args.clock_start is not None,
         )
         _record_stores(args.data_dir, args.shards, "start")
-        today = server_today(_frozen_ms(args.frozen_clock), province.default_tz)
+        today = server_today(args.clock_ms, province.default_tz)
         seeded = seed_if_empty(handles, province, demo, args.seed_passes, today)
         if seeded:
             print(f"seeded {seeded} passes into the catalog", flush=True)

@@ -17,7 +17,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from actors.catalog import CatalogWriter, catalog_path
 from actors.codec import decode_passes
 from actors.errors import DataDirMismatch, StartupFailed
-from actors.frozen_clock import FrozenClock
+from actors.frozen_clock import FrozenClock, RunningClock
 from actors.ledger.ledger import LedgerService, check_ledger_count
 from actors.routing import NAMESPACE, Handles, ledger_name
 from actors.shard.service import ShardService
@@ -87,14 +87,19 @@ def start_actors(
     frozen_ms: int | None = None,
     credentials_dir: Path | None = None,
     n_ledgers: int = 1,
+    clock_runs: bool = False,
 ) -> Handles:
     """Creates the catalog writer first (it creates the LMDB file the shards read), then the
     credit-ledger actors (the shards recover against them as they start), then shards.
     The shards trust the signed-QR issuer keys under `<credentials_dir>/qr` (default: the
-    `actors.shard.code_claims.issuer_dir` rule)."""
+    `actors.shard.code_claims.issuer_dir` rule). With `frozen_ms`, the shards' clock stands at
+    that instant, or with `clock_runs` starts there and runs (`actors.frozen_clock`)."""
     check_layout(data_dir, n_shards)
     check_ledger_count(data_dir, n_ledgers)
-    clock = None if frozen_ms is None else FrozenClock(frozen_ms, str(data_dir))
+    clock = None
+    if frozen_ms is not None:
+        make = RunningClock if clock_runs else FrozenClock
+        clock = make(frozen_ms, str(data_dir))
     creds = None if credentials_dir is None else str(credentials_dir)
     # The channel secret: only members of the Ray cluster learn it (through channel_address).
     channel_secret = secrets.token_bytes(32)

@@ -3,8 +3,9 @@ figure against the bare echo server (bench/echo_server.py) at the same rate, wit
 certificate, token check and process count, and whether the instrument was valid (the
 generator's own p99 against echo within loadtest.report.INSTRUMENT_P99_LIMIT_MS).
 
-One self-started passgate (2 shards, 1 ingress process, clock frozen at 10:00 on a peak day,
-100,000 imported passes) carries the load runs of issue 9's targets in turn:
+One self-started passgate (2 shards, 1 ingress process, its clock starting at 10:00 on a peak
+day and running as in service, 100,000 imported passes) carries the load runs of issue 9's
+targets in turn:
 
 - unary, flat 1,000/s (write path: the load test's mix);
 - batch, 5,000 decisions/s at 100 per call;
@@ -161,12 +162,12 @@ def compare(seconds: float = 10.0, only: str | None = None) -> str:
     started = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    with _passgate() as (target, creds, frozen):
+    with _passgate() as (target, creds, start):
         for run in runs(seconds):
             if only is not None and run.settings["mode"] != only:
                 continue
             # The first run imports the population; the others find it there.
-            rows.append(_load_row(run, target, creds, frozen, imported=bool(rows)))
+            rows.append(_load_row(run, target, creds, start, imported=bool(rows)))
         if only is None:
             extra["h2load"] = _h2load(target, ClientAuth(creds))
     if only is None:
@@ -179,22 +180,23 @@ def compare(seconds: float = 10.0, only: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _passgate() -> Iterator[tuple[str, Path, str]]:
-    """A passgate for the load runs: (target, credentials directory, frozen instant)."""
+    """A passgate for the load runs: (target, credentials directory, the instant its clock
+    started at)."""
     province = load_province(DEFAULT_CONFIG_DIR)
-    frozen = LoadConfig().sim_instant(province).isoformat()
-    args = ["--shards", "2", "--frozen-clock", frozen]
+    start = LoadConfig().sim_instant(province).isoformat()
+    args = ["--shards", "2", "--clock-start", start]
     with tempfile.TemporaryDirectory(prefix="passgate-bench-") as home:
         creds = Path(home) / "credentials"
         with running_passgate(args, DEFAULT_CONFIG_DIR, credentials=creds) as server:
-            yield server.target, creds, frozen
+            yield server.target, creds, start
 
 
-def _load_row(run: Run, target: str, creds: Path, frozen: str, imported: bool) -> dict[str, Any]:
+def _load_row(run: Run, target: str, creds: Path, start: str, imported: bool) -> dict[str, Any]:
     print(f"\n== {run.label}: passgate, then the echo server ==", flush=True)
     cfg = LoadConfig(
         target=target,
         credentials=creds,
-        sim_start=frozen,
+        sim_start=start,
         passes=PASSES,
         import_passes=not imported,
         echo_baseline=True,

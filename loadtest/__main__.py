@@ -1,8 +1,9 @@
 """Command line: `python -m loadtest [--target HOST:PORT] [--profile ...] [--mode ...] ...`
 
-Without --target it starts passgate itself (run_cluster.py on free ports, frozen at 10:00 on the
-next peak day, with development credentials of its own), imports the population, runs the
-profile, prints the markdown summary and writes results/<profile>-<mode>-<timestamp>.{json,md,png}.
+Without --target it starts passgate itself (run_cluster.py on free ports, its clock starting at
+10:00 on the next peak day and running, with development credentials of its own), imports the
+population, runs the profile, prints the markdown summary and writes
+results/<profile>-<mode>-<timestamp>.{json,md,png}.
 Every call goes over TLS with the admin token; with --target the credentials are found as every
 passgate client finds them ($PASSGATE_CREDENTIALS, else ./data/credentials, or --credentials).
 """
@@ -77,7 +78,14 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         "--sim-start",
         default=None,
         help='the instant the server believes it is: "peak" (default when self-started: '
-        'frozen at 10:00 on the next peak day), "now", or an ISO instant',
+        '10:00 on the next peak day), "now", or an ISO instant',
+    )
+    p.add_argument(
+        "--server-clock",
+        choices=["running", "frozen"],
+        default=d.server_clock,
+        help="a self-started server's clock from --sim-start: running (as in service) or "
+        "frozen (stands still: every decision in one millisecond)",
     )
     p.add_argument("--zipf", type=float, default=d.zipf_s, help="venue popularity exponent")
     p.add_argument(
@@ -156,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
         import_procs=a.import_procs,
         config_dir=a.config,
         sim_start=a.sim_start,
+        server_clock=a.server_clock,
         zipf_s=a.zipf,
         shared_share=a.shared_share,
         holders_per_venue=a.holders_per_venue,

@@ -67,8 +67,11 @@ class LoadConfig:
     import_procs: int = field(default_factory=lambda: max(2, min(4, os.cpu_count() or 2)))
     config_dir: Path = DEFAULT_CONFIG_DIR
     # The instant the server believes it is: "peak" (10:00 on the next configured peak day; the
-    # self-started server's frozen clock), "now" (real clock) or an ISO instant.
+    # self-started server's clock starts there), "now" (real clock) or an ISO instant.
     sim_start: str | None = None
+    # A self-started server's clock from `sim_start`: "running" (starts there and runs, as in
+    # service) or "frozen" (stands still there: every decision in one millisecond).
+    server_clock: str = "running"
     zipf_s: float = 1.0
     # Share of scans that reuse one credential at two far-apart venues (loadtest/mix.py).
     shared_share: float = 0.01
@@ -131,6 +134,8 @@ class LoadConfig:
             raise ValueError("arrivals must be poisson or uniform")
         if not 0 <= self.shared_share <= 0.2:
             raise ValueError("shared-card share must be 0..0.2")
+        if self.server_clock not in ("running", "frozen"):
+            raise ValueError(f"server clock must be running or frozen, got {self.server_clock!r}")
 
     def sim_instant(self, province: Province) -> datetime:
         tz = ZoneInfo(province.default_tz)
@@ -145,11 +150,12 @@ class LoadConfig:
         instant = datetime.fromisoformat(choice)
         return instant if instant.tzinfo else instant.replace(tzinfo=tz)
 
-    def frozen_clock(self, province: Province) -> str | None:
-        """The --frozen-clock for a self-started server (None: real clock)."""
-        if not self.self_started or (self.sim_start or "peak") == "now":
-            return None
-        return self.sim_instant(province).isoformat()
+    def clock_args(self, province: Province) -> list[str]:
+        """A self-started server's clock flag (none: the real clock)."""
+        if not self.sim_clock_used:
+            return []
+        flag = "--frozen-clock" if self.server_clock == "frozen" else "--clock-start"
+        return [flag, self.sim_instant(province).isoformat()]
 
     def report_dict(self, target: str, sim: datetime) -> dict[str, Any]:
         return {
@@ -174,7 +180,7 @@ class LoadConfig:
             "seed": self.seed,
             "passes": self.population,
             "sim_instant": sim.isoformat(),
-            "clock": "frozen" if self.frozen_clock_used else "server",
+            "clock": self.server_clock if self.sim_clock_used else "server",
             "transport": "plaintext" if self.insecure else "TLS",
             "identity": self.identity,
             "generator_nice": self.generator_nice,
@@ -182,5 +188,5 @@ class LoadConfig:
         }
 
     @property
-    def frozen_clock_used(self) -> bool:
+    def sim_clock_used(self) -> bool:
         return self.self_started and (self.sim_start or "peak") != "now"

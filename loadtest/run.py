@@ -68,9 +68,7 @@ def _target(
     if cfg.ingress_procs != 1:
         args += ["--ingress-procs", str(cfg.ingress_procs)]
     args += cfg.server_args
-    frozen = cfg.frozen_clock(province)
-    if frozen is not None:
-        args += ["--frozen-clock", frozen]
+    args += cfg.clock_args(province)
     if cfg.insecure:
         args.append("--insecure")
     with running_passgate(args, cfg.config_dir, log=cfg.live, credentials=creds) as server:

@@ -225,6 +225,7 @@ def test_real_server_self_started(tmp_path: Path) -> None:
     assert imported["upserted"] == 2_000 and imported["rejected"] == 0
     assert report["config"]["server"] == "self-started"
     assert report["config"]["transport"] == "TLS"
+    assert report["config"]["clock"] == "running"  # --clock-start, as a server in service runs
     assert report["warmup"]["answered"] == report["warmup"]["sent"] > 0
     # No echo baseline here (it has its own test): the report says the instrument is unchecked.
     assert report["instrument"]["checked"] is False and report["instrument"]["valid"] is None
