@@ -89,6 +89,10 @@ def show_pass(view: passes_pb2.PassView) -> str:
             f"  {u.venue_id}: {u.entries} entries, {u.entries_today} today{inside}"
             + (f", last {_when(u.last_entry_ms)}" if u.last_entry_ms else "")
         )
+    for r in view.reservations:
+        state = passes_pb2.ReservationState.Name(r.state)[18:].lower()
+        slot = f"{r.slot_start}-{r.slot_end} ({r.slot_id})"
+        lines.append(f"  reservation {r.venue_id} {r.date} {slot}: {state}")
     for f in view.shared_card_flags:
         lines.append(
             f"  shared card? {_when(f.at_ms)} at {f.venue_id}"
@@ -96,7 +100,23 @@ def show_pass(view: passes_pb2.PassView) -> str:
             + f", {(f.at_ms - f.other_at_ms) // 60_000} min after {f.other_venue_id}"
             + f", {f.distance_m / 1000:.1f} km away"
         )
+    if view.HasField("credit"):
+        c = view.credit
+        lines.append(
+            f"  pay-later debt {_yuan(c.debt_fen)} of {_yuan(c.limit_fen)} yuan"
+            f" (imported {_yuan(c.imported_debt_fen)})"
+        )
+        for charge in c.charges:
+            state = passes_pb2.ChargeState.Name(charge.state)[13:].lower()
+            lines.append(
+                f"    {_when(charge.at_ms)} {charge.venue_id} {_yuan(charge.amount_fen)} yuan:"
+                f" {state} (request {charge.request_id})"
+            )
     return "\n".join(lines)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:.2f}"
 
 
 def show_status(s: quota_pb2.VenueStatus) -> str:
