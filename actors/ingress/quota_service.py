@@ -2,11 +2,17 @@
 
 Venue operators reach only their own venues (checked in `auth.py` before a call gets here);
 a watch re-checks its caller's credential at every update, so a revoked watcher is cut off.
+
+Each status read is a Ray call to the shard, most of a millisecond of this process's CPU, which
+the gates' path shares. So a venue the province does not have is answered NOT_FOUND here, and
+the reads of one venue that arrive while one is out share its answer (`SharedReads`): a
+dashboard or a client polling hard costs at most one read per venue at a time, not one per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -48,9 +54,45 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
     )
 
 
+Row = dict[str, Any] | None
+
+
+class SharedReads:
+    """One read per key at a time: a call that arrives while a read of its key is out awaits that
+    read's answer (or its error) instead of making another. A read that starts after the call
+    arrived is what it gets otherwise, so nothing older than the call's own arrival is shared
+    beyond the read already on its way."""
+
+    def __init__(self, read: Callable[[str], Awaitable[Row]]) -> None:
+        self._read = read
+        self._out: dict[str, asyncio.Future[Row]] = {}
+        self.reads = 0
+        self.shared = 0
+
+    async def get(self, key: str) -> Row:
+        fut = self._out.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._read(key))
+            self._out[key] = fut
+            fut.add_done_callback(lambda _: self._out.pop(key, None))
+            self.reads += 1
+        else:
+            self.shared += 1
+        # Shielded: a caller that goes away must not cancel the read the others wait for.
+        return await asyncio.shield(fut)
+
+
 class QuotaService(quota_pb2_grpc.QuotaServicer):
-    def __init__(self, handles: Handles, max_watchers: int = DEFAULT_MAX_WATCHERS) -> None:
+    def __init__(
+        self,
+        handles: Handles,
+        max_watchers: int = DEFAULT_MAX_WATCHERS,
+        venues: Collection[str] | None = None,
+    ) -> None:
+        """`venues`: the province's venue ids (None: every id goes to its shard to be known)."""
         self._h = handles
+        self._venues = frozenset(venues) if venues is not None else None
+        self.reads = SharedReads(self._venue_status)
         self.feed = StatusFeed(self._venue_status, max_watchers=max_watchers, render=status_proto)
 
     async def _venue_status(self, venue_id: str) -> dict[str, Any] | None:
@@ -62,14 +104,19 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
 
     async def _need_venue(self, venue_id: str, context: grpc.aio.ServicerContext) -> None:
         text(venue_id, "venue_id")
+        if self._venues is not None and venue_id not in self._venues:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
+            )
 
     async def _status(self, venue_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
         await self._need_venue(venue_id, context)
-        row = await self._shard(venue_id).venue_status.remote(venue_id)
+        row = await self.reads.get(venue_id)
         if row is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
             )
+        assert row is not None  # abort raised
         return row
 
     async def GetVenueStatus(

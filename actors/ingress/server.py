@@ -128,7 +128,7 @@ class Ingress:
         gate_pb2_grpc.add_GateServicer_to_server(gate, self.server)
         passes = PassesService(handles, self.catalog, province)
         passes_pb2_grpc.add_PassesServicer_to_server(passes, self.server)
-        self.quota = QuotaService(handles, limits.max_watchers)
+        self.quota = QuotaService(handles, limits.max_watchers, province.venues)
         quota_pb2_grpc.add_QuotaServicer_to_server(self.quota, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
