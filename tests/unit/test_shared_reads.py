@@ -5,6 +5,8 @@ lacks is answered without one."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -19,12 +21,15 @@ class Shard:
         self.calls: list[str] = []
         self.gate = asyncio.Event()
         self.fail = False
+        self.row: Callable[[str], dict[str, Any]] | None = None
 
     async def read(self, venue_id: str) -> Row:
         self.calls.append(venue_id)
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("shard gone")
+        if self.row is not None:
+            return self.row(venue_id)
         return {"venue_id": venue_id, "reads": len(self.calls)}
 
 
@@ -102,17 +107,26 @@ class _ShardHandle:
         self.venue_status = _Remote(shard)
 
 
+def _full_row(venue_id: str) -> dict[str, Any]:
+    """A status row as a shard sends it."""
+    return {
+        "venue_id": venue_id, "occupancy": 3, "entries_today": 5, "exits_today": 2,
+        "daily_capacity": 100, "instant_capacity": 50, "alert_level": 1, "paused": False,
+        "entries_per_minute": 0.5, "minutes_to_full": -1.0, "slots": [], "as_of_ms": 1,
+    }  # fmt: skip
+
+
 def test_a_venue_the_province_lacks_is_not_found_without_asking_a_shard() -> None:
     async def body() -> None:
         shard = Shard()
         shard.gate.set()
+        shard.row = _full_row
         service = QuotaService(Handles([_ShardHandle(shard)], None, 1), venues={"lake"})
         with pytest.raises(_Aborted) as err:
             await service.GetVenueStatus(quota_pb2.VenueRef(venue_id="t-nowhere"), _Context())  # type: ignore[arg-type]
         assert err.value.args == (grpc.StatusCode.NOT_FOUND, "venue_id: unknown venue 't-nowhere'")
         assert shard.calls == []
-        with pytest.raises(KeyError):  # a known venue goes to its shard (the fake row is short)
-            await service.GetVenueStatus(quota_pb2.VenueRef(venue_id="lake"), _Context())  # type: ignore[arg-type]
-        assert shard.calls == ["lake"]
+        known = await service.GetVenueStatus(quota_pb2.VenueRef(venue_id="lake"), _Context())  # type: ignore[arg-type]
+        assert (known.venue_id, known.occupancy) == ("lake", 3) and shard.calls == ["lake"]
 
     asyncio.run(body())
