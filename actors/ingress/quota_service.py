@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -55,6 +55,11 @@ def status_proto(row: dict[str, Any]) -> quota_pb2.VenueStatus:
 
 
 Row = dict[str, Any] | None
+
+
+async def _unknown_venue(context: grpc.aio.ServicerContext, venue_id: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}")
+    raise AssertionError("abort returned")  # grpc.aio's abort raises
 
 
 class SharedReads:
@@ -105,18 +110,13 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
     async def _need_venue(self, venue_id: str, context: grpc.aio.ServicerContext) -> None:
         text(venue_id, "venue_id")
         if self._venues is not None and venue_id not in self._venues:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
-            )
+            await _unknown_venue(context, venue_id)
 
     async def _status(self, venue_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
         await self._need_venue(venue_id, context)
         row = await self.reads.get(venue_id)
         if row is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
-            )
-        assert row is not None  # abort raised
+            await _unknown_venue(context, venue_id)
         return row
 
     async def GetVenueStatus(
@@ -144,9 +144,7 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
                 try:
                     status = await watcher.next()
                 except NotFound:
-                    await context.abort(
-                        grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
-                    )
+                    await _unknown_venue(context, venue_id)
                 except FeedClosed:
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE, "server shutting down; watch again"
@@ -194,7 +192,5 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         await self._need_venue(venue_id, context)
         row = await self._shard(venue_id).set_paused.remote(venue_id, paused)
         if row is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"venue_id: unknown venue {echo(venue_id)}"
-            )
+            await _unknown_venue(context, venue_id)
         return status_proto(row)
