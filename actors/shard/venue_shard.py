@@ -431,11 +431,10 @@ class VenueShard(QuotaOps):
     ) -> tuple[PassRecord | None, tuple[Reason, str] | None]:
         """`_credential` while a batch is planned; the answer is kept for its decision, which
         uses it while the catalog has not changed (`Known`)."""
-        if code is not None:
-            return code.pass_, code.refusal
-        pass_, refusal = self._credential(req, txn, None)
-        probe.looked_up[i] = _Code(pass_, refusal)
-        return pass_, refusal
+        found = self._credential(req, txn, code)
+        if code is None:
+            probe.looked_up[i] = _Code(*found)
+        return found
 
     # -- signed QR codes ------------------------------------------------------------------------
 
@@ -809,14 +808,14 @@ class BatchPlan:
         codes: dict[int, _Code],
         now_ms: int,
         credit: BatchCredit | None,
-        known: Known | None = None,
+        known: Known,
     ) -> None:
         self.items = items
         self.problems = problems
         self.codes = codes
         self.now_ms = now_ms
         self.credit = credit
-        self.known = known or Known(-1, {})
+        self.known = known
         self.entered = False  # decide_planned began (from then on it releases holds on failure)
         self.sightings: Unwritten | None = None  # handed over by decide_planned, to record
 
