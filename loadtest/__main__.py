@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 
 from loadtest import client
-from loadtest.config import CLIENTS, DISK_COMMITS, MODES, SEED, LoadConfig, default_workers
+from loadtest.config import (
+    CLIENTS,
+    DISK_COMMITS,
+    MODES,
+    SEED,
+    SERVER_CLOCKS,
+    LoadConfig,
+    default_workers,
+)
 from loadtest.profiles import PROFILES
 from loadtest.server import stop_on_sigterm
 
@@ -82,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> LoadConfig:
     )
     p.add_argument(
         "--server-clock",
-        choices=["running", "frozen"],
+        choices=SERVER_CLOCKS,
         default=d.server_clock,
         help="a self-started server's clock from --sim-start: running (as in service) or "
         "frozen (stands still: every decision in one millisecond)",
