@@ -1,10 +1,13 @@
-"""The ingress's end of the channel to one shard: batch frames out, results back by call id.
+"""The ingress's end of the channel to one shard: batch (or call) frames out, answers back by
+call id.
 
 Ray stays the owner of the shard: `resolve` asks the shard's Ray handle for its channel address
 (`channel_address.remote()`, which waits for a restarting actor) once per (re)connection. Many
 calls are in flight on the one connection. When it drops (the shard died and Ray restarts it),
-the client resolves again with bounded backoff and resends every call still unanswered: safe,
+the client resolves again with bounded backoff and resends every batch still unanswered: safe,
 since every item is idempotent by request_id and a retried request is answered from its record.
+A call sent with `resend=False` (a write of `actors.shard_calls`) fails instead with
+ShardUnavailable, for its caller to retry, as when a Ray actor call's actor dies.
 A call not answered within `max_wait_s` fails with ShardUnavailable (retry with the same
 request_id). A connection is opened when the first call needs it and kept while it lasts.
 """
@@ -45,11 +48,18 @@ class ClientSettings:
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
+LOST = "connection to the shard lost; retry"
+
+
 @dataclass
 class _Call:
     payload: bytes
     fut: asyncio.Future[bytes]
     timer: asyncio.TimerHandle
+    kind: Kind = Kind.BATCH
+    # Sent again on a new connection once sent on one that dropped (else it fails: LOST).
+    resend: bool = True
+    sent: bool = False
 
 
 class ChannelClient:
@@ -79,17 +89,20 @@ class ChannelClient:
     def connected(self) -> bool:
         return self._writer is not None
 
-    async def call(self, payload: bytes) -> bytes:
-        """Sends an encoded batch; returns its encoded decisions (or raises the shard's error)."""
+    async def call(self, payload: bytes, kind: Kind = Kind.BATCH, resend: bool = True) -> bytes:
+        """Sends an encoded batch (or, with `kind` CALL, another call); returns its encoded answer
+        (or raises the shard's error). Without `resend`, a call already sent when the connection
+        drops fails with ShardUnavailable instead of going again on the next one."""
         if self._closed:
             raise ShardUnavailable("channel closed")
         loop = asyncio.get_running_loop()
         call_id = next(self._ids)
         fut: asyncio.Future[bytes] = loop.create_future()
         timer = loop.call_later(self.settings.max_wait_s, self._expire, call_id)
-        self._pending[call_id] = _Call(payload, fut, timer)
+        call = _Call(payload, fut, timer, kind, resend)
+        self._pending[call_id] = call
         if self._writer is not None:
-            self._send(self._writer, call_id, payload)
+            self._send(self._writer, call_id, call)
         self._ensure_running()
         try:
             return await fut
@@ -114,8 +127,9 @@ class ChannelClient:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._manage())
 
-    def _send(self, writer: asyncio.StreamWriter, call_id: int, payload: bytes) -> None:
-        writer.write(frame(call_id, Kind.BATCH, payload))
+    def _send(self, writer: asyncio.StreamWriter, call_id: int, call: _Call) -> None:
+        writer.write(frame(call_id, call.kind, call.payload))
+        call.sent = True
         self.frames_sent += 1
         if self._on_frame is not None:
             self._on_frame()
@@ -179,15 +193,26 @@ class ChannelClient:
     ) -> None:
         self._writer = writer
         try:
-            # Whatever was sent on a lost connection goes again: requests are idempotent.
+            # Whatever was sent on a lost connection goes again (batches are idempotent by
+            # request_id), but for the calls that must not (`_drop_unsafe`).
             for call_id, call in list(self._pending.items()):
-                self._send(writer, call_id, call.payload)
+                self._send(writer, call_id, call)
             await self._read_answers(reader)
         except (asyncio.IncompleteReadError, ConnectionError, FrameError, OSError) as exc:
             log.warning("channel connection lost: %s", type(exc).__name__)
         finally:
             self._writer = None
             writer.close()
+            self._drop_unsafe()
+
+    def _drop_unsafe(self) -> None:
+        """Fails the calls sent on the connection just lost that may not be sent again: the
+        shard may or may not have done them, and the caller retries (as after a Ray actor call
+        whose actor died)."""
+        for call_id, call in list(self._pending.items()):
+            if call.sent and not call.resend:
+                del self._pending[call_id]
+                _fail(call, ShardUnavailable(LOST))
 
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         limit = self.settings.max_frame_bytes

@@ -3,10 +3,12 @@
 A frame is a 6-byte prefix (body length, header length; big-endian), a small MessagePack header
 (`Header`: call id and kind) and a payload. A batch frame's payload is an encoded batch of
 `actors.codec` as it is, and a result frame's payload its encoded decisions, so nothing is copied
-into another envelope. The client's first frame is a `Hello` with the cluster's channel secret;
-the server answers `WELCOME` or closes without a word. A shard-side error travels as an `ERROR`
-frame whose `ErrorBody` names one of the passgate error classes in `ERROR_CLASSES`, and is raised
-as that class again at the ingress, so error_map.py sees what the shard raised.
+into another envelope. A call frame carries one of the server's other calls (the shard's are
+`actors.shard_calls` records) and is answered the same way. The client's first frame is a `Hello`
+with the cluster's channel secret; the server answers `WELCOME` or closes without a word. A
+shard-side error travels as an `ERROR` frame whose `ErrorBody` names one of the passgate error
+classes in `ERROR_CLASSES`, and is raised as that class again at the ingress, so error_map.py sees
+what the shard raised.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Kind(enum.IntEnum):
     BATCH = 3  # client -> server: an encoded batch (actors.codec.encode_batch)
     RESULT = 4  # server -> client: its encoded decisions (after their commit)
     ERROR = 5  # server -> client: an ErrorBody
+    CALL = 6  # client -> server: a named call (actors.shard_calls), answered RESULT or ERROR
 
 
 class Header(msgspec.Struct, array_like=True, frozen=True):

@@ -4,11 +4,11 @@ batches on it, and the credit ledger the shards' holds and outcomes.
 
 A connection is admitted by its first frame, a hello carrying the cluster's channel secret
 (compared in constant time); a wrong or missing secret closes it without an answer. Every batch
-frame is served in its own task, so many calls are in flight per connection and each answer
-carries its call id. Per connection at most `max_pending` calls are served at once (further
-frames are not read until one is answered and written), and a frame over `max_frame_bytes`
-closes that connection alone. The handler answers only after the batch's commit, so a result
-frame never precedes its durability.
+frame (and call frame, when the server takes calls) is served in its own task, so many calls are in
+flight per connection and each answer carries its call id. Per connection at most `max_pending`
+calls are served at once (further frames are not read until one is answered and written), and a
+frame over `max_frame_bytes` closes that connection alone. The handler answers only after the
+batch's commit, so a result frame never precedes its durability.
 """
 
 from __future__ import annotations
@@ -46,14 +46,24 @@ class ServerLimits:
 
 
 class ChannelServer:
-    def __init__(self, handler: Handler, secret: bytes, limits: ServerLimits | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        secret: bytes,
+        limits: ServerLimits | None = None,
+        calls: Handler | None = None,
+    ) -> None:
+        """`handler` answers batch frames; `calls`, when given, call frames (without it a call
+        frame breaks the protocol)."""
         self._handler = handler
+        self._calls = calls
         self._secret = secret
         self.limits = limits or ServerLimits()
         self._server: asyncio.Server | None = None
         self._listening: asyncio.Future[tuple[str, int]] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self.frames_served = 0
+        self.frames_served = 0  # batch frames answered
+        self.calls_served = 0  # call frames answered
         self.refused = 0  # connections closed for a bad hello
         self.dropped = 0  # connections closed for a bad frame
 
@@ -115,26 +125,34 @@ class ChannelServer:
         pending: set[asyncio.Task[None]] = set()
         while True:
             header, payload = await read_frame(reader, self.limits.max_frame_bytes)
-            if header.kind != Kind.BATCH:
+            handler = self._handler if header.kind == Kind.BATCH else None
+            if header.kind == Kind.CALL:
+                handler = self._calls
+            if handler is None:
                 raise FrameError(f"unexpected frame kind {header.kind.name}")
             while len(pending) >= self.limits.max_pending:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.get_running_loop().create_task(
-                self._answer(header.call_id, payload, writer)
+                self._answer(handler, header.call_id, payload, writer)
             )
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-    async def _answer(self, call_id: int, payload: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self, handler: Handler, call_id: int, payload: bytes, writer: asyncio.StreamWriter
+    ) -> None:
         # Not cancelled when its connection drops: a batch being committed runs to its end, and
         # the client's resend is answered from the requests' records.
         try:
-            out = frame(call_id, Kind.RESULT, await self._handler(payload))
+            out = frame(call_id, Kind.RESULT, await handler(payload))
         except Exception as exc:
             if not isinstance(exc, PassgateError):
                 log.exception("channel call failed")
             out = frame(call_id, Kind.ERROR, error_body(exc))
-        self.frames_served += 1
+        if handler is self._handler:
+            self.frames_served += 1
+        else:
+            self.calls_served += 1
         if writer.is_closing():
             return
         writer.write(out)

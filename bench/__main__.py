@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         "--disk-only", action="store_true", help="just the disk's durable-commit latency"
     )
     p.add_argument(
+        "--booking-only",
+        action="store_true",
+        help="just the booking rush, status poll and pass look-ups (its own passgate)",
+    )
+    p.add_argument(
         "--only",
         default=None,
         choices=["unary", "stream", "batch"],
@@ -85,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
+    if args.booking_only:
+        from bench import booking
+
+        print(booking.run_own(), flush=True)
+        return 0
     only_one = args.micro_only or args.transport_only or args.disk_only
     if args.channel_only or not only_one:
         from bench import channel

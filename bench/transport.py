@@ -15,11 +15,13 @@ targets in turn:
 
 Each row also says whether issue 9's target for it was met (`Run.target`).
 
-then h2load (an independent C generator, one prepared dry-run Validate) against passgate and the
-echo server, one process each, for the dry-run ratio; then a 5,000-call burst with a 200 ms
-deadline (loadtest.burst, its own passgate with the test province) and the same burst against
-the echo server. Each load run writes its own results/<profile>-<mode>-<time>.{json,md,png};
-the summary goes to results/bench-transport-<time>.{json,md}.
+then, on the same passgate, a booking rush, a status poll and pass look-ups (bench/booking.py: the
+per-request calls that are not validations); then h2load (an independent C generator, one prepared
+dry-run Validate) against passgate and the echo server, one process each, for the dry-run ratio;
+then a 5,000-call burst with a 200 ms deadline (loadtest.burst, its own passgate with the test
+province) and the same burst against the echo server. Each load run writes its own
+results/<profile>-<mode>-<time>.{json,md,png}; the summary goes to
+results/bench-transport-<time>.{json,md}.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import orjson
 
 from actors.config_files import DEFAULT_CONFIG_DIR, load_province
-from bench import h2load_check
+from bench import booking, h2load_check
 from bench.echo_server import running_echo
 from core.models import CredentialKind
 from core.population import credential_of
@@ -169,6 +171,7 @@ def compare(seconds: float = 10.0, only: str | None = None) -> str:
             # The first run imports the population; the others find it there.
             rows.append(_load_row(run, target, creds, start, imported=bool(rows)))
         if only is None:
+            extra["booking"] = booking.run(target, ClientAuth(creds), datetime.fromisoformat(start))
             extra["h2load"] = _h2load(target, ClientAuth(creds))
     if only is None:
         extra["burst"] = _burst()
@@ -333,6 +336,8 @@ def summary_markdown(doc: dict[str, Any]) -> str:
         "against echo <= 5 ms, no errors; an invalid run's passgate figures also measure the "
         "generator).",
     ]
+    if doc.get("booking"):
+        lines += ["", booking.table(doc["booking"])]
     lines += _h2load_lines(doc.get("h2load"))
     lines += _burst_lines(doc.get("burst"))
     return "\n".join(lines) + "\n"

@@ -63,13 +63,20 @@ CHANNEL_FRAMES = Counter(
 )
 CHANNEL_RECONNECTS = Counter(
     "passgate_channel_reconnects",
-    "Times this ingress's channel to a shard was opened again after it dropped.",
+    "Times one of this ingress's channels to a shard (batches, other calls) was opened again.",
     ["shard"],
     registry=REGISTRY,
 )
 SHARD_CHANNEL_FRAMES = Gauge(
     "passgate_shard_channel_frames_served",
     "Batch frames the shard answered on its channel since it (re)started, as polled.",
+    ["shard"],
+    registry=REGISTRY,
+)
+SHARD_CHANNEL_CALLS = Gauge(
+    "passgate_shard_channel_calls_served",
+    "Other calls (annul, reservations, quotas, status, GetPass) the shard answered on its "
+    "channel since it (re)started, as polled.",
     ["shard"],
     registry=REGISTRY,
 )
@@ -189,6 +196,7 @@ def set_shard_figures(stats: dict[str, Any]) -> None:
     """From one shard's polled stats()."""
     label = str(stats["shard_id"])
     SHARD_CHANNEL_FRAMES.labels(label).set(stats.get("channel_frames", 0))
+    SHARD_CHANNEL_CALLS.labels(label).set(stats.get("channel_calls", 0))
     SHARD_BATCHES.labels(label).set(stats["batches"])
     SHARD_STORE_BYTES.labels(label).set(stats.get("store_bytes", 0))
     DECISION_LOG_LINES.labels(label).set(stats.get("log_lines", 0))

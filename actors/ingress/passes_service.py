@@ -36,7 +36,9 @@ from actors.ingress.convert import (
     text,
 )
 from actors.ingress.error_map import Undecodable
-from actors.routing import Handles, ledger_of, shard_of
+from actors.ingress.shard_calls import ShardCalls
+from actors.routing import Handles, ledger_of
+from actors.shard_calls import PassPartsCall, ReservationAnswer, ReserveCall
 from core import reservations as resv
 from core.clock import fmt_day, fmt_minute
 from core.credit import Charge, decode_charges
@@ -144,8 +146,11 @@ def _newest_flags(parts: list[PassParts]) -> list[SharedFlag]:
 
 
 class PassesService(passes_pb2_grpc.PassesServicer):
-    def __init__(self, handles: Handles, catalog: CatalogReader, province: Province) -> None:
+    def __init__(
+        self, handles: Handles, calls: ShardCalls, catalog: CatalogReader, province: Province
+    ) -> None:
         self._h = handles
+        self._calls = calls
         self._catalog = catalog
         self._province = province
 
@@ -207,11 +212,10 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         raise BadRequest("pass_id", "give pass_id or credential")
 
     async def _view(self, rec: PassRecord) -> passes_pb2.PassView:
-        # Usage, reservations and shared-card flags from every shard (one call each), and the
-        # pass's credit from its ledger: all calls at once.
+        # Usage, reservations and shared-card flags from every shard (one call frame each), and
+        # the pass's credit from its ledger: all calls at once.
         parts, credit = await asyncio.gather(
-            asyncio.gather(*(s.pass_parts.remote(rec.pass_id) for s in self._h.shards)),
-            self._credit(rec),
+            self._calls.ask_each(PassPartsCall(rec.pass_id)), self._credit(rec)
         )
         usage = [
             passes_pb2.VenueUsage(
@@ -258,14 +262,14 @@ class PassesService(passes_pb2_grpc.PassesServicer):
     async def Reserve(
         self, request: passes_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> passes_pb2.Reservation:
-        return await self._reservation("reserve", request)
+        return await self._reservation(False, request)
 
     async def CancelReservation(
         self, request: passes_pb2.CancelReservationRequest, context: grpc.aio.ServicerContext
     ) -> passes_pb2.Reservation:
-        return await self._reservation("cancel_reservation", request)
+        return await self._reservation(True, request)
 
-    async def _reservation(self, method: str, request: Any) -> passes_pb2.Reservation:
+    async def _reservation(self, cancel: bool, request: Any) -> passes_pb2.Reservation:
         for field in ("pass_id", "venue_id", "slot_id"):
             text(getattr(request, field), field)
         if not request.date:
@@ -273,17 +277,15 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         day = parse_iso_date(request.date, "date")
         if request.venue_id not in self._province.venues:
             raise BadRequest("venue_id", f"unknown venue {echo(request.venue_id)}")
-        shard = self._h.shards[shard_of(request.venue_id, self._h.n_shards)]
-        ok, reason, remaining, state = await getattr(shard, method).remote(
-            request.pass_id, request.venue_id, day, request.slot_id
-        )
+        call = ReserveCall(request.pass_id, request.venue_id, day, request.slot_id, cancel)
+        answer: ReservationAnswer = await self._calls.ask_venue(request.venue_id, call)
         return passes_pb2.Reservation(
             pass_id=request.pass_id,
             venue_id=request.venue_id,
             date=request.date,
             slot_id=request.slot_id,
-            confirmed=ok,
-            reason=reason,
-            slot_remaining=remaining,
-            state=_STATES[state],
+            confirmed=answer.confirmed,
+            reason=answer.reason,
+            slot_remaining=answer.remaining,
+            state=_STATES[answer.state],
         )

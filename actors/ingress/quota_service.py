@@ -3,10 +3,11 @@
 Venue operators reach only their own venues (checked in `auth.py` before a call gets here);
 a watch re-checks its caller's credential at every update, so a revoked watcher is cut off.
 
-Each status read is a Ray call to the shard, most of a millisecond of this process's CPU, which
-the gates' path shares. So a venue the province does not have is answered NOT_FOUND here, and
-the reads of one venue that arrive while one is out share its answer (`SharedReads`): a
-dashboard or a client polling hard costs at most one read per venue at a time, not one per call.
+Each status read is a call frame to the shard (`shard_calls.py`), and its gRPC call costs this
+process about half a millisecond of CPU, which the gates' path shares. So a venue the province
+does not have is answered NOT_FOUND here, and the reads of one venue that arrive while one is out
+share its answer (`SharedReads`): a dashboard or a client polling hard costs at most one read per
+venue at a time, not one per call.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import grpc
 from actors.errors import NotFound, Overloaded
 from actors.ingress.auth import recheck_caller
 from actors.ingress.convert import text
+from actors.ingress.shard_calls import ShardCalls
 from actors.ingress.status_feed import DEFAULT_MAX_WATCHERS, FeedClosed, StatusFeed
-from actors.routing import Handles, shard_of
+from actors.shard_calls import SetPausedCall, SetQuotaCall, StatusAnswer, VenueStatusCall
 from core.limits import echo
 from proto.passgate.v1 import quota_pb2, quota_pb2_grpc
 
@@ -90,22 +92,19 @@ class SharedReads:
 class QuotaService(quota_pb2_grpc.QuotaServicer):
     def __init__(
         self,
-        handles: Handles,
+        calls: ShardCalls,
         max_watchers: int = DEFAULT_MAX_WATCHERS,
         venues: Collection[str] | None = None,
     ) -> None:
         """`venues`: the province's venue ids (None: every id goes to its shard to be known)."""
-        self._h = handles
+        self._calls = calls
         self._venues = frozenset(venues) if venues is not None else None
         self.reads = SharedReads(self._venue_status)
         self.feed = StatusFeed(self._venue_status, max_watchers=max_watchers, render=status_proto)
 
     async def _venue_status(self, venue_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self._shard(venue_id).venue_status.remote(venue_id)
-        return row
-
-    def _shard(self, venue_id: str) -> Any:
-        return self._h.shards[shard_of(venue_id, self._h.n_shards)]
+        answer: StatusAnswer = await self._calls.ask_venue(venue_id, VenueStatusCall(venue_id))
+        return answer.row
 
     async def _need_venue(self, venue_id: str, context: grpc.aio.ServicerContext) -> None:
         text(venue_id, "venue_id")
@@ -163,7 +162,7 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         if request.HasField("alert_levels"):
             a = request.alert_levels
             alerts = (a.yellow_pct, a.orange_pct, a.red_pct)
-        problems, row = await self._shard(request.venue_id).set_quota.remote(
+        call = SetQuotaCall(
             request.venue_id,
             request.daily_capacity,
             request.instant_capacity,
@@ -171,10 +170,13 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             alerts,
             request.allow_slot_overbooking,
         )
-        if problems:
-            text = "; ".join(f"{field}: {problem}" for field, problem in problems)
+        answer: StatusAnswer = await self._calls.ask_venue(request.venue_id, call)
+        if answer.problems:
+            text = "; ".join(f"{p.field}: {p.problem}" for p in answer.problems)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, text)
-        return status_proto(row)
+        if answer.row is None:
+            await _unknown_venue(context, request.venue_id)
+        return status_proto(answer.row)
 
     async def PauseEntry(
         self, request: quota_pb2.VenueRef, context: grpc.aio.ServicerContext
@@ -190,7 +192,8 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         self, venue_id: str, paused: bool, context: grpc.aio.ServicerContext
     ) -> quota_pb2.VenueStatus:
         await self._need_venue(venue_id, context)
-        row = await self._shard(venue_id).set_paused.remote(venue_id, paused)
-        if row is None:
+        call = SetPausedCall(venue_id, paused)
+        answer: StatusAnswer = await self._calls.ask_venue(venue_id, call)
+        if answer.row is None:
             await _unknown_venue(context, venue_id)
-        return status_proto(row)
+        return status_proto(answer.row)

@@ -1,8 +1,9 @@
 """The ingress: a grpc.aio server (on uvloop) with Gate, Passes, Quota, health and reflection.
 
 Routes each validation to its venue's shard through a per-shard micro-batcher, whose batches go
-over the channel to that shard (channel_client.py; the shard's Ray handle finds its address), and
-polls the shards once a second, by Ray calls, for the figures Prometheus shows. Its connection
+over the channel to that shard (channel_client.py; the shard's Ray handle finds its address);
+the other per-request calls go over a second channel to each shard (shard_calls.py). It polls
+the shards once a second, by Ray calls, for the figures Prometheus shows. Its connection
 limits, keepalive and timeouts come from `connections.py`; watchers share one status feed per
 venue (`status_feed.py`).
 It serves TLS with the credentials directory's server certificate (plaintext only with
@@ -37,7 +38,9 @@ from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService
 from actors.ingress.poll_health import PollHealth
 from actors.ingress.quota_service import QuotaService
+from actors.ingress.shard_calls import ShardCalls
 from actors.routing import Handles, channel_resolver
+from actors.shard_calls import AnnulCall
 from core.models import Province
 from proto.passgate.v1 import (
     gate_pb2,
@@ -101,6 +104,9 @@ class Ingress:
         self.handles = handles
         self.settings = settings
         self.channels = [_channel(i, shard) for i, shard in enumerate(handles.shards)]
+        self.calls = ShardCalls(
+            [_channel(i, shard, False) for i, shard in enumerate(handles.shards)]
+        )
         self.batchers = [
             ShardBatcher(
                 i,
@@ -126,9 +132,9 @@ class Ingress:
         )
         gate = GateService(self.batchers, self._annul)
         gate_pb2_grpc.add_GateServicer_to_server(gate, self.server)
-        passes = PassesService(handles, self.catalog, province)
+        passes = PassesService(handles, self.calls, self.catalog, province)
         passes_pb2_grpc.add_PassesServicer_to_server(passes, self.server)
-        self.quota = QuotaService(handles, limits.max_watchers, province.venues)
+        self.quota = QuotaService(self.calls, limits.max_watchers, province.venues)
         quota_pb2_grpc.add_QuotaServicer_to_server(self.quota, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -139,10 +145,9 @@ class Ingress:
 
     async def _annul(
         self, shard: int, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
-    ) -> Any:
-        return await self.handles.shards[shard].annul.remote(
-            request_id, venue_id, gate_id, kind, value
-        )
+    ) -> tuple[bool, str]:
+        answer = await self.calls.ask(shard, AnnulCall(request_id, venue_id, gate_id, kind, value))
+        return answer.annulled, answer.message
 
     async def start(self) -> None:
         await self.server.start()
@@ -198,6 +203,7 @@ class Ingress:
         await self.server.stop(grace_s)
         for channel in self.channels:
             await channel.close()
+        await self.calls.close()
         self.catalog.close()
 
 
@@ -230,11 +236,12 @@ def _observe(shard: int, size: int, _micros: int) -> None:
     metrics.observe_batch(shard, size)
 
 
-def _channel(shard_id: int, shard: Any) -> ChannelClient:
-    """The channel to one shard; its address comes from the shard's Ray handle."""
+def _channel(shard_id: int, shard: Any, batches: bool = True) -> ChannelClient:
+    """A channel to one shard (for its batches, or for its other calls); its address comes from
+    the shard's Ray handle."""
     label = str(shard_id)
     return ChannelClient(
         channel_resolver(shard),
-        on_frame=metrics.CHANNEL_FRAMES.labels(label).inc,
+        on_frame=metrics.CHANNEL_FRAMES.labels(label).inc if batches else None,
         on_reconnect=metrics.CHANNEL_RECONNECTS.labels(label).inc,
     )

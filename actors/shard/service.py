@@ -2,12 +2,13 @@
 hands `VenueShard` typed records; `actors.cluster` applies `ray.remote` to it.
 
 An asyncio actor: every call runs on the actor's one event loop. Every write (batches, annul,
-reservations, quotas, pause) goes through one `CommitPipeline`, so batch N+1 is decided while
-batch N commits in the pipeline's commit thread, and each answer leaves after its own commit.
-Reads answer from memory or from LMDB's committed state at once. The ingress's batches arrive
-over the channel (actors/channel_server.py) served on that same loop; the rare admin calls
-stay Ray actor calls. Pay-later entries ask the credit-ledger actors (actors/ledger/) over a
-channel of the same kind, awaited on the loop.
+reservations, quotas, pause) goes through one `CommitPipeline`, so batch N+1 is decided while batch
+N commits in the pipeline's commit thread, and each answer leaves after its own commit. Reads
+answer from memory or from LMDB's committed state at once. The ingress's batches arrive over the
+channel (actors/channel_server.py) served on that same loop, and so do its other per-request calls
+(annul, reservations, quotas, pause, status, a pass's share: `serve_call`, actors/shard_calls.py);
+only the metrics poll, start-up and tests use Ray actor calls. Pay-later entries ask the
+credit-ledger actors (actors/ledger/) over a channel of the same kind, awaited on the loop.
 """
 
 from __future__ import annotations
@@ -22,18 +23,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import ray
 
 from actors import gc_pauses
 from actors.channel_frames import ChannelAddress
 from actors.channel_server import ChannelServer
 from actors.codec import decode_requests_each, encode_batch
-from actors.errors import ShardUnavailable, StorageError
+from actors.errors import BadRequest, ShardUnavailable, StorageError
 from actors.ledger.client import ChannelLedgerClient
 from actors.routing import ledger_handles
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard, shard_dir
+from actors.shard_calls import (
+    READS,
+    AnnulAnswer,
+    AnnulCall,
+    FieldProblem,
+    PassPartsCall,
+    ReservationAnswer,
+    ReserveCall,
+    SetPausedCall,
+    SetQuotaCall,
+    ShardCall,
+    StatusAnswer,
+    VenueStatusCall,
+    decode_call,
+)
+from actors.shard_calls import encode as encode_answer
 from core.models import Province
 from core.records import PassParts
 
@@ -86,7 +104,7 @@ class ShardService:
         )  # fmt: skip
         self._recovery: asyncio.Future[None] | None = None
         self._secret = channel_secret or secrets.token_bytes(32)
-        self._channel = ChannelServer(self.decide_batch, self._secret)
+        self._channel = ChannelServer(self.decide_batch, self._secret, calls=self.serve_call)
         self._marker = shard_dir(Path(data_dir), shard_id) / HELD_MARKER
         self._commit_delay_s = commit_delay_s
         self._held = 0
@@ -190,62 +208,47 @@ class ShardService:
         await self._ready()
         return await self._channel.address(ray.util.get_node_ip_address())
 
-    async def annul(
-        self, request_id: str, venue_id: str, gate_id: str, kind: int, value: str
-    ) -> tuple[bool, str]:
-        await self._ready()
-        shard = self.shard
-        return await self.pipeline.run(
-            lambda: shard.annul(request_id, venue_id, gate_id, kind, value)
-        )
+    async def serve_call(self, payload: bytes) -> bytes:
+        """One call frame (`actors.shard_calls`): its answer record, encoded. Writes answer after
+        their commit, through the pipeline as batches do; reads answer from memory or LMDB's
+        committed state at once."""
+        try:
+            call = decode_call(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise BadRequest("shard call", "malformed") from None
+        if not isinstance(call, READS):
+            await self._ready()
+        return encode_answer(await self._serve(call))
 
-    async def reserve(
-        self, pass_id: str, venue_id: str, day: int, slot_id: str
-    ) -> tuple[bool, str, int, str]:
-        await self._ready()
-        shard = self.shard
-        return await self.pipeline.run(lambda: shard.reserve(pass_id, venue_id, day, slot_id))
-
-    async def cancel_reservation(
-        self, pass_id: str, venue_id: str, day: int, slot_id: str
-    ) -> tuple[bool, str, int, str]:
-        await self._ready()
-        shard = self.shard
-        return await self.pipeline.run(
-            lambda: shard.cancel_reservation(pass_id, venue_id, day, slot_id)
-        )
-
-    async def set_quota(
-        self,
-        venue_id: str,
-        daily: int,
-        instant: int,
-        slot_caps: dict[str, int],
-        alerts: tuple[int, int, int] | None,
-        allow_overbooking: bool,
-    ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
-        await self._ready()
-        shard = self.shard
-        return await self.pipeline.run(
-            lambda: shard.set_quota(venue_id, daily, instant, slot_caps, alerts, allow_overbooking)
-        )
-
-    async def set_paused(self, venue_id: str, paused: bool) -> dict[str, Any] | None:
-        await self._ready()
-        shard = self.shard
-        return await self.pipeline.run(lambda: shard.set_paused(venue_id, paused))
+    async def _serve(self, call: ShardCall) -> Any:
+        shard, run = self.shard, self.pipeline.run
+        match call:
+            case AnnulCall(request_id, venue_id, gate_id, kind, value):
+                annulled, message = await run(
+                    lambda: shard.annul(request_id, venue_id, gate_id, kind, value)
+                )
+                return AnnulAnswer(annulled, message)
+            case ReserveCall(pass_id, venue_id, day, slot_id, cancel):
+                book = shard.cancel_reservation if cancel else shard.reserve
+                return ReservationAnswer(*await run(lambda: book(pass_id, venue_id, day, slot_id)))
+            case SetQuotaCall(venue_id, daily, instant, caps, alerts, overbook):
+                problems, row = await run(
+                    lambda: shard.set_quota(venue_id, daily, instant, caps, alerts, overbook)
+                )
+                return StatusAnswer(row, [FieldProblem(f, p) for f, p in problems])
+            case SetPausedCall(venue_id, paused):
+                return StatusAnswer(await run(lambda: shard.set_paused(venue_id, paused)))
+            case VenueStatusCall(venue_id):
+                return StatusAnswer(shard.venue_status(venue_id))
+            case PassPartsCall(pass_id):
+                return PassParts(
+                    shard.usage_of(pass_id),
+                    shard.reservations_of(pass_id),
+                    shard.shared_flags_of(pass_id),
+                )
+        raise BadRequest("shard call", f"unknown call {type(call).__name__}")
 
     # -- reads ----------------------------------------------------------------------------------
-
-    async def pass_parts(self, pass_id: str) -> PassParts:
-        """GetPass's share of this shard, one Ray call: usage, reservations, shared-card flags."""
-        shard = self.shard
-        return PassParts(
-            shard.usage_of(pass_id), shard.reservations_of(pass_id), shard.shared_flags_of(pass_id)
-        )
-
-    async def venue_status(self, venue_id: str) -> dict[str, Any] | None:
-        return self.shard.venue_status(venue_id)
 
     async def all_status(self) -> list[dict[str, Any]]:
         return self.shard.all_status()
@@ -254,7 +257,11 @@ class ShardService:
         return self.shard.stored_admits()
 
     async def stats(self) -> dict[str, Any]:
-        frames = {"channel_frames": self._channel.frames_served, "gc_pauses": self._gc.take()}
+        frames = {
+            "channel_frames": self._channel.frames_served,
+            "channel_calls": self._channel.calls_served,
+            "gc_pauses": self._gc.take(),
+        }
         return {**self.shard.stats(), **self.pipeline.stats(), **frames}
 
     async def pid(self) -> int:

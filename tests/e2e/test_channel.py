@@ -1,5 +1,6 @@
 """N concurrent requests to one shard cost far fewer than N channel round trips, and every batch
-the shard decides arrives over the channel (none by a Ray decide_batch call).
+the shard decides arrives over the channel (none by a Ray decide_batch call); so do the other
+per-request calls (status reads, Annul, GetPass's share), as call frames.
 
 How many requests share a batch depends on how fast they reach the ingress against how long a
 round trip takes, and on a loaded test machine the ingress takes them in slowly. So the shard is
@@ -24,7 +25,14 @@ from collections.abc import Iterator
 import pytest
 
 from actors.routing import shard_of
-from proto.passgate.v1 import gate_pb2, gate_pb2_grpc
+from proto.passgate.v1 import (
+    gate_pb2,
+    gate_pb2_grpc,
+    passes_pb2,
+    passes_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+)
 from tests.e2e.conftest import FROZEN, TEST_PROVINCE, import_annual_passes
 from tests.e2e.harness import Server, running_server
 from tests.e2e.test_gate import req
@@ -108,3 +116,37 @@ def test_concurrent_requests_cost_far_fewer_channel_round_trips(server: Server) 
     # Every batch the shard decided came over the channel: none by a Ray decide_batch call.
     assert batches == served
     assert batches1 == served1
+
+
+def _calls_served(server: Server) -> float:
+    return _value(_scrape(server), "passgate_shard_channel_calls_served")
+
+
+def test_the_other_per_request_calls_go_over_the_channel_too(server: Server) -> None:
+    """Status reads, GetPass's share and Annul are call frames on the shard's channel: the
+    shard counts each one it answers (a Ray actor call would not be counted)."""
+    before = _calls_served(server)
+    reads = 20
+    with server.channel() as ch:
+        import_annual_passes(ch, "CALLS", 1)
+        gate = gate_pb2_grpc.GateStub(ch)
+        quota = quota_pb2_grpc.QuotaStub(ch)
+        for _ in range(reads):  # one after another: none shares another's read
+            assert quota.GetVenueStatus(quota_pb2.VenueRef(venue_id=VENUE), timeout=10).venue_id
+        r = req(VENUE, "CARD-CALLS-0")
+        assert gate.Validate(r, timeout=10).allowed
+        ann = gate_pb2.AnnulRequest(
+            request_id=r.request_id, venue_id=VENUE, gate_id=r.gate_id, credential=r.credential
+        )
+        assert gate.Annul(ann, timeout=10).annulled
+        view = passes_pb2_grpc.PassesStub(ch).GetPass(
+            passes_pb2.PassRef(pass_id="CALLS-0"), timeout=10
+        )
+        assert [(u.venue_id, u.entries) for u in view.usage] == [(VENUE, 0)]
+    expected = before + reads + 2  # the reads, the annul, and this shard's share of GetPass
+    deadline = time.monotonic() + POLL_WAIT_S
+    served = _calls_served(server)
+    while served < expected and time.monotonic() < deadline:
+        time.sleep(0.3)
+        served = _calls_served(server)
+    assert served == expected

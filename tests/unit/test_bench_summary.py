@@ -1,11 +1,15 @@
 """The `make bench` summary (bench.transport.summary_markdown) says how many of its runs had a
-valid instrument, rather than a legend that reads as a verdict."""
+valid instrument, rather than a legend that reads as a verdict, and carries the booking rows."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from actors.config_files import DEFAULT_CONFIG_DIR, load_province
+from bench import booking
 from bench.transport import runs, summary_markdown
+from loadtest.config import LoadConfig
+from loadtest.reservations import current_slot
 
 
 def _run(label: str, valid: bool, echo_p99: float) -> dict[str, Any]:
@@ -70,3 +74,19 @@ def test_the_summary_says_met_or_missed_beside_each_target() -> None:
     text = summary_markdown({"runs": [met, missed]})
     assert "| p99 <= 20 ms: met |" in text
     assert "highest stair with p99 <= 20 ms >= 20,000/s: **missed** |" in text
+
+
+def test_the_booking_rows_join_the_summary_and_the_rush_takes_an_empty_later_slot() -> None:
+    figures = booking.Figures("Reserve, booking rush", 3, 1, 2.0, [1.0, 2.0, 40.0], "3 confirmed")
+    row = figures.row()
+    assert (row["per_s"], row["p50_ms"], row["p99_ms"]) == (1.5, 2.0, 40.0)
+    text = summary_markdown({"runs": [_run("unary", True, 2.9)], "booking": [row]})
+    assert "| Reserve, booking rush | 3 | 1 | 2 | 2.00 | 40.00 | 3 confirmed |" in text
+    province = load_province(DEFAULT_CONFIG_DIR)
+    at = LoadConfig().sim_instant(province)
+    venue_id, date, slot_id, capacity = booking._museum(province, at)
+    venue = province.venues[venue_id]
+    assert venue.reservation_required and date == at.astimezone(venue.tz).date().isoformat()
+    assert slot_id == max(venue.slots, key=lambda s: s.start_min).slot_id
+    assert current_slot(venue, at) != (date, slot_id)  # not the one the load runs book
+    assert capacity < booking.RUSH_CALLS  # the rush outnumbers it: filled exactly, or broken

@@ -327,3 +327,74 @@ def test_a_call_fails_in_time_when_the_shard_stays_away() -> None:
         await client.close()
 
     asyncio.run(go())
+
+
+async def _calls(payload: bytes) -> bytes:
+    return b"call:" + payload
+
+
+def test_call_frames_go_to_the_calls_handler_and_batches_to_the_batch_one() -> None:
+    async def go() -> tuple[list[bytes], int]:
+        server = ChannelServer(echo, SECRET, calls=_calls)
+        address = ChannelAddress(*await server.start(HOST), SECRET)
+        client = client_of(address)
+        try:
+            answers = await asyncio.gather(
+                client.call(b"a"), client.call(b"b", Kind.CALL), client.call(b"c", Kind.CALL, False)
+            )
+            return list(answers), server.frames_served + 10 * server.calls_served
+        finally:
+            await client.close()
+            await server.close()
+
+    assert asyncio.run(go()) == ([b"re:a", b"call:b", b"call:c"], 21)  # 1 batch, 2 calls
+
+
+def test_a_call_frame_to_a_server_without_calls_closes_that_connection() -> None:
+    async def go() -> tuple[bytes, int]:
+        async with serving() as (server, address):
+            reader, writer = await _raw(address)
+            writer.write(hello(SECRET) + frame(1, Kind.CALL, b"x"))
+            header, _ = await read_frame(reader, 1024)
+            assert header.kind == Kind.WELCOME
+            rest = await reader.read()  # the server closes without answering the call
+            writer.close()
+            return rest, server.dropped
+
+    assert asyncio.run(go()) == (b"", 1)
+
+
+def test_a_write_call_in_flight_fails_when_the_connection_drops_and_a_batch_goes_again() -> None:
+    got = asyncio.Event()
+    never = asyncio.Event()
+
+    async def dies(_payload: bytes) -> bytes:
+        got.set()
+        await never.wait()
+        return b"lost"
+
+    async def go() -> tuple[bytes, BaseException | bytes, int]:
+        first = ChannelServer(dies, SECRET, calls=dies)
+        second = ChannelServer(echo, SECRET, calls=_calls)
+        address = ChannelAddress(*await first.start(HOST), SECRET)
+
+        async def resolve() -> ChannelAddress:
+            return address
+
+        client = ChannelClient(resolve, FAST)
+        batch = asyncio.ensure_future(client.call(b"b"))
+        write = asyncio.ensure_future(client.call(b"w", Kind.CALL, resend=False))
+        await got.wait()  # both were sent on connecting, in order; the server holds them
+        await first.close()
+        address = ChannelAddress(*await second.start(HOST), SECRET)
+        lost = await asyncio.gather(write, return_exceptions=True)
+        answer = await batch
+        never.set()
+        await client.close()
+        await second.close()
+        return answer, lost[0], second.frames_served
+
+    answer, lost, served = asyncio.run(go())
+    assert answer == b"re:b"
+    assert isinstance(lost, ShardUnavailable) and "retry" in str(lost)
+    assert served == 1  # the write was not sent again

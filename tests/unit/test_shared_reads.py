@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from actors.ingress.quota_service import QuotaService, Row, SharedReads
-from actors.routing import Handles
+from actors.shard_calls import StatusAnswer, VenueStatusCall
 from proto.passgate.v1 import quota_pb2
 
 
@@ -94,17 +94,15 @@ class _Context:
         raise _Aborted(code, details)
 
 
-class _Remote:
+class _Calls:
+    """The ingress's shard calls (`ShardCalls`) as QuotaService uses them: status reads."""
+
     def __init__(self, shard: Shard) -> None:
         self._shard = shard
 
-    async def remote(self, venue_id: str) -> Row:
-        return await self._shard.read(venue_id)
-
-
-class _ShardHandle:
-    def __init__(self, shard: Shard) -> None:
-        self.venue_status = _Remote(shard)
+    async def ask_venue(self, venue_id: str, call: VenueStatusCall) -> StatusAnswer:
+        assert call.venue_id == venue_id
+        return StatusAnswer(await self._shard.read(venue_id))
 
 
 def _full_row(venue_id: str) -> dict[str, Any]:
@@ -121,7 +119,7 @@ def test_a_venue_the_province_lacks_is_not_found_without_asking_a_shard() -> Non
         shard = Shard()
         shard.gate.set()
         shard.row = _full_row
-        service = QuotaService(Handles([_ShardHandle(shard)], None, 1), venues={"lake"})
+        service = QuotaService(_Calls(shard), venues={"lake"})  # type: ignore[arg-type]
         with pytest.raises(_Aborted) as err:
             await service.GetVenueStatus(quota_pb2.VenueRef(venue_id="t-nowhere"), _Context())  # type: ignore[arg-type]
         assert err.value.args == (grpc.StatusCode.NOT_FOUND, "venue_id: unknown venue 't-nowhere'")
