@@ -118,6 +118,13 @@ class LedgerCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
     outcomes: Outcomes | None = None
 
 
+class ChargesCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """The ingress's read of one pass's charges (GetPass), a call frame on its channel to the
+    pass's ledger shard; answered with the encoded `list[Charge]` (`decode_charges`)."""
+
+    pass_id: str
+
+
 class OutboxRecord(msgspec.Struct, array_like=True, tag="outbox/1", gc=False):
     """A shard's note, committed with its entries, of what the ledger must still hear about one
     charge: settle (the entry stands) or release. Deleted once the ledger has taken it."""

@@ -24,6 +24,8 @@ from typing import Any
 import grpc
 
 from actors.catalog import CatalogReader
+from actors.channel_client import ChannelClient
+from actors.channel_frames import Kind
 from actors.codec import encode_batch
 from actors.errors import BadRequest, NotFound
 from actors.ingress.auth import Principal, caller
@@ -38,10 +40,10 @@ from actors.ingress.convert import (
 from actors.ingress.error_map import Undecodable
 from actors.ingress.shard_calls import ShardCalls
 from actors.routing import Handles, ledger_of
-from actors.shard_calls import PassPartsCall, ReservationAnswer, ReserveCall
+from actors.shard_calls import PassPartsCall, ReservationAnswer, ReserveCall, encode
 from core import reservations as resv
 from core.clock import fmt_day, fmt_minute
-from core.credit import Charge, decode_charges
+from core.credit import Charge, ChargesCall, decode_charges
 from core.limits import FREE_TEXT, echo
 from core.models import Province
 from core.records import PassParts, PassRecord, SharedFlag
@@ -147,10 +149,17 @@ def _newest_flags(parts: list[PassParts]) -> list[SharedFlag]:
 
 class PassesService(passes_pb2_grpc.PassesServicer):
     def __init__(
-        self, handles: Handles, calls: ShardCalls, catalog: CatalogReader, province: Province
+        self,
+        handles: Handles,
+        calls: ShardCalls,
+        catalog: CatalogReader,
+        province: Province,
+        ledgers: list[ChannelClient] | None = None,
     ) -> None:
+        """`ledgers[k]`: the call channel to credit-ledger shard k (GetPass's charges)."""
         self._h = handles
         self._calls = calls
+        self._ledgers = ledgers or []
         self._catalog = catalog
         self._province = province
 
@@ -242,11 +251,12 @@ class PassesService(passes_pb2_grpc.PassesServicer):
 
     async def _credit(self, rec: PassRecord) -> passes_pb2.CreditView | None:
         product = self._province.products.get(rec.product_id)
-        ledgers = self._h.ledgers
+        ledgers = self._ledgers
         if product is None or product.credit is None or not ledgers:
             return None
         ledger = ledgers[ledger_of(rec.pass_id, len(ledgers))]
-        charges = decode_charges(await ledger.charges_of.remote(rec.pass_id))
+        read = encode(ChargesCall(rec.pass_id))
+        charges = decode_charges(await ledger.call(read, Kind.CALL))
         return _credit_view(rec, product.credit.debt_limit_fen, charges)
 
     async def RevokePass(

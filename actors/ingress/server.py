@@ -132,7 +132,8 @@ class Ingress:
         )
         gate = GateService(self.batchers, self._annul)
         gate_pb2_grpc.add_GateServicer_to_server(gate, self.server)
-        passes = PassesService(handles, self.calls, self.catalog, province)
+        self.ledgers = [ChannelClient(channel_resolver(h)) for h in handles.ledgers]
+        passes = PassesService(handles, self.calls, self.catalog, province, self.ledgers)
         passes_pb2_grpc.add_PassesServicer_to_server(passes, self.server)
         self.quota = QuotaService(self.calls, limits.max_watchers, province.venues)
         quota_pb2_grpc.add_QuotaServicer_to_server(self.quota, self.server)
@@ -204,6 +205,8 @@ class Ingress:
         for channel in self.channels:
             await channel.close()
         await self.calls.close()
+        for ledger in self.ledgers:
+            await ledger.close()
         self.catalog.close()
 
 

@@ -7,9 +7,10 @@ durable.
 
 `LedgerService` is what Ray serves, an asyncio actor. The shards' holds and outcomes, many per
 second, arrive over a channel (`actors/channel_server.py`, the same frames and secret as the
-ingress-to-shard channel) served on the actor's loop: `LedgerCall` frames. Ray stays the owner of
-the actor and its discovery (`channel_address`), and carries the rare calls: a shard's recovery
-at start, GetPass's `charges_of`, stats.
+ingress-to-shard channel) served on the actor's loop: `LedgerCall` frames; an ingress reads a
+pass's charges for GetPass on it too, as `ChargesCall` call frames. Ray stays the owner of the
+actor and its discovery (`channel_address`), and carries the rare calls: a shard's recovery at
+start, stats.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ from actors.channel_frames import ChannelAddress
 from actors.channel_server import ChannelServer
 from actors.errors import BadRequest, DataDirMismatch
 from actors.ledger.store import LedgerStore, ledger_dir
-from core.credit import Charge, CreditBook, HoldAnswer, HoldCall, LedgerCall, Outcomes, Owner
+from core.credit import (
+    Charge,
+    ChargesCall,
+    CreditBook,
+    HoldAnswer,
+    HoldCall,
+    LedgerCall,
+    Outcomes,
+    Owner,
+)
 from core.keys import charge_pass_id
 from core.records import decoder, encode
 
 _CALL = decoder(LedgerCall)
 _RECOVERY = decoder(tuple[Owner, Outcomes])
+_CHARGES = decoder(ChargesCall)
 
 
 class Ledger:
@@ -134,7 +145,9 @@ class LedgerService:
             store.close()
             raise DataDirMismatch(ledger_layout_problem(int(str(seen)), n_ledgers))
         self.ledger = Ledger(store)
-        self._channel = ChannelServer(self.serve_call, channel_secret or secrets.token_bytes(32))
+        self._channel = ChannelServer(
+            self.serve_call, channel_secret or secrets.token_bytes(32), calls=self.serve_read
+        )
         (path / "pid").write_text(str(os.getpid()))
 
     async def serve_call(self, payload: bytes) -> bytes:
@@ -149,8 +162,13 @@ class LedgerService:
         owner, outcomes = _RECOVERY.decode(payload)
         return self.ledger.recover(owner, outcomes)
 
-    async def charges_of(self, pass_id: str) -> bytes:
-        return encode(self.ledger.charges_of(pass_id))
+    async def serve_read(self, payload: bytes) -> bytes:
+        """One call frame from an ingress: a `ChargesCall`, answered with the pass's charges."""
+        try:
+            call = _CHARGES.decode(payload)
+        except msgspec.DecodeError:
+            raise BadRequest("ledger read", "malformed") from None
+        return encode(self.ledger.charges_of(call.pass_id))
 
     async def stats(self) -> dict[str, int]:
         return {**self.ledger.stats(), "channel_frames": self._channel.frames_served}

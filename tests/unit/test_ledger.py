@@ -18,14 +18,24 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors.catalog import CatalogWriter, catalog_path
-from actors.errors import DataDirMismatch, ShardUnavailable, StorageFull
+from actors.errors import BadRequest, DataDirMismatch, ShardUnavailable, StorageFull
 from actors.ledger.client import LocalLedgerClient
 from actors.ledger.ledger import Ledger, LedgerService, check_ledger_count
 from actors.ledger.store import LedgerStore, ledger_dir
 from actors.shard.pipeline import CommitPipeline
 from actors.shard.store import BatchWrites
 from actors.shard.venue_shard import VenueShard
-from core.credit import Charge, ChargeState, HoldAnswer, HoldAsk, HoldCall, Outcomes, Owner
+from core.credit import (
+    Charge,
+    ChargesCall,
+    ChargeState,
+    HoldAnswer,
+    HoldAsk,
+    HoldCall,
+    Outcomes,
+    Owner,
+    decode_charges,
+)
 from core.keys import charge_key, request_key
 from core.models import (
     AntiPassback,
@@ -38,7 +48,7 @@ from core.models import (
     Venue,
     VenueRule,
 )
-from core.records import Decision, PassRecord, Request
+from core.records import Decision, PassRecord, Request, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -486,3 +496,24 @@ def test_a_revocation_between_plan_and_decision_is_seen(
     assert (second.allowed, second.reason) == (False, Reason.REVOKED)
     assert looked == ["C-G1", "C-G2", "C-G1", "C-G2"]  # the catalog moved on: looked up afresh
     shard.close()
+
+
+def test_an_ingress_reads_a_pass_charges_as_a_call_frame(data_dir: Path) -> None:
+    """GetPass's charges: a `ChargesCall` frame on the ledger's channel, not a Ray call."""
+    svc = LedgerService(0, 1, str(data_dir))
+    try:
+        svc.ledger.hold(HoldCall(Owner(0, 1), [_ask("r1", 120_00)]))
+
+        async def read(payload: bytes) -> list[Charge]:
+            return decode_charges(await svc.serve_read(payload))
+
+        held = asyncio.run(read(encode(ChargesCall("G1"))))
+        assert [(c.request_id, c.amount_fen, ChargeState(c.state)) for c in held] == [
+            ("r1", 120_00, ChargeState.HELD)
+        ]
+        assert asyncio.run(read(encode(ChargesCall("NOBODY")))) == []
+        with pytest.raises(BadRequest) as err:
+            asyncio.run(svc.serve_read(b"\x01"))
+        assert err.value.field == "ledger read"
+    finally:
+        svc.ledger.close()
