@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import lmdb
 
+# How every error a client may retry ends (the error map adds it where a message lacks it).
+RETRY = "retry with the same request_id"
+
 
 class PassgateError(Exception):
     """Base of every error passgate raises on purpose."""

@@ -1,7 +1,8 @@
 """The per-request calls that are not validations, under load: a booking rush and hard polling.
 
 Against a running passgate whose clock stands inside a museum slot's window (the transport
-comparison's own passgate, or `python -m bench --booking-only`, which starts one):
+comparison's own passgate, or `python -m bench --booking-only`, which starts one), started with
+its per-caller rate switched off (`UNLIMITED`), so that the figures measure the path:
 
 - booking rush: `Reserve` calls of distinct passes for ONE slot of one museum (today's last, which
   the load runs' holders leave empty), `IN_FLIGHT` at a time; calls/s, latency, and how many
@@ -10,6 +11,9 @@ comparison's own passgate, or `python -m bench --booking-only`, which starts one
 - status poll: `GetVenueStatus` flat out over every venue, `IN_FLIGHT` at a time, for a bounded
   time; calls/s and latency;
 - pass look-ups: `GetPass` of the rush's passes, `IN_FLIGHT` at a time; calls/s and latency.
+
+`--flood SECONDS` only floods a running passgate with GetVenueStatus from FLOOD_CALLERS callers
+(a broken or hostile dashboard), for a load test run beside it to show what the gates feel.
 
 Each loop is bounded in calls and in time. The rush's passes (active ones, numbered apart from
 the load runs' population) are imported first: only an existing, active pass books.
@@ -50,6 +54,11 @@ CALL_TIMEOUT_S = 10.0
 # Passes numbered from here, apart from the load runs' population (which starts at 0).
 FIRST_PASS = 5_000_000
 SEED = 20261001
+# The server's per-caller rate for these calls (`actors/ingress/call_budget.py`) switched off:
+# these figures measure the path; `--flood` beside a load test shows what the rate protects.
+UNLIMITED = ["--calls-per-caller-per-s", "0"]
+# A broken or hostile dashboard: this many callers, each calling again as soon as answered.
+FLOOD_CALLERS = 32
 
 
 @dataclass
@@ -202,7 +211,8 @@ def run(target: str, auth: ClientAuth, at: datetime) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"| call ({IN_FLIGHT} in flight) | answered | errors | calls/s | p50 ms | p99 ms | note |",
+        f"| call ({IN_FLIGHT} in flight, one caller, per-caller rate off) | answered | errors "
+        "| calls/s | p50 ms | p99 ms | note |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -219,7 +229,7 @@ def _own_passgate() -> Iterator[tuple[str, ClientAuth, datetime]]:
     at = LoadConfig().sim_instant(province)
     with tempfile.TemporaryDirectory(prefix="passgate-bench-") as home:
         creds = Path(home) / "credentials"
-        args = ["--shards", "2", "--clock-start", at.isoformat()]
+        args = ["--shards", "2", "--clock-start", at.isoformat(), *UNLIMITED]
         with running_passgate(args, DEFAULT_CONFIG_DIR, credentials=creds) as server:
             yield server.target, ClientAuth(creds), at
 
@@ -230,6 +240,23 @@ def run_own() -> str:
         return table(run(target, auth, at))
 
 
+async def _flood(target: str, auth: ClientAuth, province: Province, seconds: float) -> Figures:
+    """GetVenueStatus as fast as FLOOD_CALLERS callers can, for `seconds` (bounded in calls)."""
+    venues = sorted(province.venues)
+    async with auth.aio_channel(target) as channel:
+        quota = quota_pb2_grpc.QuotaStub(channel)
+
+        def status(i: int) -> Callable[[], Awaitable[object]]:
+            ref = quota_pb2.VenueRef(venue_id=venues[i % len(venues)])
+            return lambda: quota.GetVenueStatus(ref, timeout=CALL_TIMEOUT_S)
+
+        calls = [status(i) for i in range(int(seconds * 20_000))]
+        lat, errors, took, answers = await _flat_out(calls, FLOOD_CALLERS, seconds)
+    return Figures(
+        f"GetVenueStatus flood, {FLOOD_CALLERS} callers", len(answers), errors, took, lat
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.booking --target HOST:PORT --credentials DIR --at ISO`: against a
     running passgate whose clock stands at `at` (default: start one)."""
@@ -237,7 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default=None, help="a running passgate (default: start one)")
     p.add_argument("--credentials", type=Path, default=None, help="its credentials directory")
     p.add_argument("--at", default=None, help="the instant its clock stands at (ISO 8601)")
+    p.add_argument(
+        "--flood",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="only flood --target with GetVenueStatus for SECONDS (run a load test beside it)",
+    )
     args = p.parse_args(argv)
+    if args.flood > 0:
+        if args.target is None:
+            p.error("--flood needs --target")
+        auth = ClientAuth.find(args.credentials)
+        flood = _flood(args.target, auth, load_province(DEFAULT_CONFIG_DIR), args.flood)
+        print(table([asyncio.run(flood).row()]), flush=True)
+        return 0
     if args.target is None:
         print(run_own(), flush=True)
         return 0

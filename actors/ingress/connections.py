@@ -1,6 +1,7 @@
 """Connection hygiene for an ingress process: limits on connections, streams, calls and watchers,
-keepalive and timeouts, as flags with defaults for a gate fleet, and the grpc core options they
-become. Also raises the process's open-file limit so the connection cap, not the kernel, decides.
+each caller's rate for the calls that are not validations (`call_budget.py`), keepalive and
+timeouts, as flags with defaults for a gate fleet, and the grpc core options they become. Also
+raises the process's open-file limit so the connection cap, not the kernel, decides.
 
 What each grpc option does in grpcio 1.85 (checked against a live server with raw sockets):
 - `grpc.max_allowed_incoming_connections`: a connection over the cap is accepted and closed at
@@ -59,6 +60,7 @@ class ConnectionLimits:
     handshake_timeout_ms: int = 10_000
     max_connection_age_ms: int = 0
     max_message_bytes: int = 16 << 20
+    calls_per_caller_per_s: int = 500
 
     @classmethod
     def from_args(cls, args: Any) -> ConnectionLimits:
@@ -111,6 +113,8 @@ _HELP = {
     "max_connection_age_ms": f"GOAWAY after this long, then {CONNECTION_AGE_GRACE_MS // 1000} s "
     "for open calls (0 = never)",
     "max_message_bytes": "largest request message",
+    "calls_per_caller_per_s": "calls a second each caller (token subject) may make other than "
+    "validations; more wait their turn, up to 2 s, then get RESOURCE_EXHAUSTED (0 = no limit)",
 }
 # The rest may be 0: a switched-off timeout, or no watchers at all.
 _POSITIVE = {

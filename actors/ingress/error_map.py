@@ -24,6 +24,7 @@ import lmdb
 import ray.exceptions as rex
 
 from actors.errors import (
+    RETRY,
     BadRequest,
     DataDirMismatch,
     NotFound,
@@ -46,10 +47,10 @@ from actors.ingress.auth import (
     authorize,
     bind,
 )
+from actors.ingress.call_budget import LIMITED, CallBudget
 
 log = logging.getLogger("passgate.errors")
 MAX_MESSAGE_CHARS = 200
-RETRY = "retry with the same request_id"
 Code = grpc.StatusCode
 Status: TypeAlias = grpc.StatusCode
 
@@ -169,14 +170,30 @@ def _who(auth: Authenticator, context: grpc.aio.ServicerContext) -> Principal:
     return auth.authenticate(context.invocation_metadata())
 
 
+async def _take_turn(budget: CallBudget, caller: str, context: grpc.aio.ServicerContext) -> None:
+    """Waits for the caller's turn under its rate (Overloaded: too far away)."""
+    try:
+        wait = budget.turn(caller, context.time_remaining())
+    except Overloaded:
+        metrics.CALLER_REFUSALS.inc()
+        raise
+    if wait > 0:
+        metrics.CALLER_WAITS.inc()
+        await asyncio.sleep(wait)
+
+
 def _wrap(
-    handler: grpc.RpcMethodHandler, method: str, auth: Authenticator
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    auth: Authenticator,
+    budget: CallBudget | None = None,
 ) -> grpc.RpcMethodHandler:
     decode = handler.request_deserializer or (lambda raw: raw)
     name = method.rsplit("/", 1)[-1]
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
+        limited = budget if method in LIMITED else None
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
@@ -184,6 +201,8 @@ def _wrap(
                 request = _decode_one(decode, raw, name)
                 authorize(principal, method, request)
                 bind(principal, auth)
+                if limited is not None:
+                    await _take_turn(limited, principal.sub, context)
                 return await inner_uu(request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
@@ -273,12 +292,17 @@ async def _unsupported(request: Any, context: grpc.aio.ServicerContext) -> Any:
 
 
 class ErrorMapInterceptor(grpc.aio.ServerInterceptor):
-    """Admits the caller and applies the error map on every passgate method; health is open,
-    every other method (reflection) needs a valid token and keeps its own errors."""
+    """Admits the caller and applies the error map on every passgate method (and the caller's
+    rate, `call_budget.py`, to those it limits); health is open, every other method (reflection)
+    needs a valid token and keeps its own errors."""
 
-    def __init__(self, auth: Authenticator, prefix: str = PASSGATE_PREFIX) -> None:
+    def __init__(
+        self, auth: Authenticator, prefix: str = PASSGATE_PREFIX, budget: CallBudget | None = None
+    ) -> None:
+        """`budget`: each caller's rate for the calls that are not validations (None: none)."""
         self._auth = auth
         self._prefix = prefix
+        self._budget = budget
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -294,7 +318,7 @@ class ErrorMapInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if method.startswith(self._prefix):
-            wrapped = _wrap(handler, method, self._auth)
+            wrapped = _wrap(handler, method, self._auth, self._budget)
         else:
             wrapped = _authenticated_only(handler, method, self._auth)
         self._wrapped[method] = wrapped

@@ -55,6 +55,16 @@ SHARD_CALLS = Counter(
     ["shard"],
     registry=REGISTRY,
 )
+CALLER_WAITS = Counter(
+    "passgate_caller_rate_waits_total",
+    "Calls other than validations that waited their turn under their caller's rate.",
+    registry=REGISTRY,
+)
+CALLER_REFUSALS = Counter(
+    "passgate_caller_rate_refusals_total",
+    "Calls other than validations refused RESOURCE_EXHAUSTED: their caller's turn was too far.",
+    registry=REGISTRY,
+)
 CHANNEL_FRAMES = Counter(
     "passgate_channel_frames_sent",
     "Batch frames this ingress wrote to a shard's channel, resends after a reconnect included.",

@@ -33,6 +33,7 @@ from actors.channel_client import ChannelClient
 from actors.ingress import connections, metrics
 from actors.ingress.auth import SERVER_CERT, SERVER_KEY, Authenticator
 from actors.ingress.batcher import ShardBatcher
+from actors.ingress.call_budget import CallBudget
 from actors.ingress.error_map import ErrorMapInterceptor
 from actors.ingress.gate_service import GateService
 from actors.ingress.passes_service import PassesService
@@ -126,7 +127,11 @@ class Ingress:
             limits.max_connections, connections.raise_fd_limit()
         )
         self.server = grpc.aio.server(
-            interceptors=[ErrorMapInterceptor(Authenticator.from_dir(settings.credentials))],
+            interceptors=[
+                ErrorMapInterceptor(
+                    Authenticator.from_dir(settings.credentials), budget=_budget(limits)
+                )
+            ],
             options=limits.grpc_options(max_connections),
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
@@ -233,6 +238,12 @@ def _listen(server: grpc.aio.Server, settings: IngressSettings) -> int:
     creds = settings.credentials
     pair = ((creds / SERVER_KEY).read_bytes(), (creds / SERVER_CERT).read_bytes())
     return server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+
+
+def _budget(limits: connections.ConnectionLimits) -> CallBudget | None:
+    """Each caller's rate for the calls that are not validations (0: none)."""
+    per_s = limits.calls_per_caller_per_s
+    return CallBudget(per_s) if per_s > 0 else None
 
 
 def _observe(shard: int, size: int, _micros: int) -> None:

@@ -1,7 +1,8 @@
 """Connection hygiene against a real server started with small limits: connections over the cap
 are closed at once while existing gates keep working, idle and half-open connections are closed,
-200 watchers of one venue cost about one shard poll per tick, and the watcher cap answers
-RESOURCE_EXHAUSTED.
+200 watchers of one venue cost about one shard poll per tick, the watcher cap answers
+RESOURCE_EXHAUSTED, and a caller polling flat out waits its turn under its rate while other
+callers and validations go on.
 
 Raw sockets speak just enough TLS (the ssl module, trusting the server's CA, ALPN h2) and HTTP/2
 (preface, SETTINGS, one HEADERS and DATA with the bearer token) to play a client that opens a
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
+from actors.errors import RETRY
 from proto.passgate.v1 import (
     common_pb2,
     gate_pb2,
@@ -42,6 +44,7 @@ FLAGS = (
     "--max-connections", str(MAX_CONNECTIONS), "--max-watchers", str(MAX_WATCHERS),
     "--idle-timeout-ms", "8000", "--handshake-timeout-ms", "2000",
     "--keepalive-time-ms", "10000", "--keepalive-timeout-ms", "1000",
+    "--calls-per-caller-per-s", "20",
 )  # fmt: skip
 N_PASSES = 20
 WAIT_S = 30.0  # bound on every wait for the server to act
@@ -332,6 +335,46 @@ def test_watchers_over_the_cap_get_resource_exhausted(conn_server: Server) -> No
 
     asyncio.run(scenario())
     _wait_watchers(conn_server, 0)
+
+
+def test_a_caller_polling_flat_out_waits_its_turn_and_no_one_else_does(conn_server: Server) -> None:
+    refused_before = _metric(conn_server, "passgate_caller_rate_refusals_total")
+    ref = quota_pb2.VenueRef(venue_id="t-small")
+
+    async def flood() -> list[object]:
+        async with conn_server.aio_channel() as channel:  # admin
+            quota = quota_pb2_grpc.QuotaStub(channel)
+            calls = [quota.GetVenueStatus(ref, timeout=WAIT_S) for _ in range(200)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    results = asyncio.run(flood())
+    answered = [r for r in results if isinstance(r, quota_pb2.VenueStatus)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(answered) + len(refused) == 200, results
+    for exc in refused:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert exc.details() == f"over 20 calls/s for this caller; {RETRY} later"
+    # A second's calls at once, then turns up to 2 s away (and what refilled as they arrived);
+    # the rest refused.
+    assert 20 <= len(answered) < 200 and refused
+    assert _metric(conn_server, "passgate_caller_rate_waits_total") > 0
+    assert _metric(conn_server, "passgate_caller_rate_refusals_total") == refused_before + len(
+        refused
+    )
+    # Right after it: another caller's call goes, and so do the flooding caller's validations.
+    with conn_server.channel("operator-t-small") as channel:
+        assert quota_pb2_grpc.QuotaStub(channel).GetVenueStatus(ref, timeout=10).venue_id
+    with conn_server.channel() as channel:
+        gate = gate_pb2_grpc.GateStub(channel)
+        for k in range(30):
+            r = gate_pb2.ValidateRequest(
+                request_id=f"rate-{k}",
+                venue_id="t-small",
+                gate_id="t-small-g01",
+                credential=common_pb2.Credential(kind=CARD, value="CARD-CONN-0"),
+                dry_run=True,
+            )
+            assert gate.Validate(r, timeout=10).request_id == r.request_id
 
 
 def test_watch_refuses_a_missing_or_unknown_venue(conn_server: Server) -> None:
