@@ -31,7 +31,7 @@ from actors.channel_frames import (
     read_frame,
     rebuild_error,
 )
-from actors.errors import ShardUnavailable
+from actors.errors import RETRY, ShardUnavailable
 
 log = logging.getLogger("passgate.channel")
 Resolve = Callable[[], Awaitable[ChannelAddress]]
@@ -48,7 +48,7 @@ class ClientSettings:
     max_frame_bytes: int = MAX_FRAME_BYTES
 
 
-LOST = "connection to the shard lost; retry"
+LOST = f"connection to the shard lost; {RETRY}"
 
 
 @dataclass
