@@ -1,8 +1,9 @@
 """The per-request calls that are not validations, under load: a booking rush and hard polling.
 
-Against a running passgate whose clock stands inside a museum slot's window (the transport
-comparison's own passgate, or `python -m bench --booking-only`, which starts one), started with
-its per-caller rate switched off (`UNLIMITED`), so that the figures measure the path:
+Against a running passgate whose clock stands on a day a reservation museum is open, before its
+last slot (the transport comparison's own passgate, or `python -m bench --booking-only`, which
+starts one), started with its per-caller rate switched off (`UNLIMITED`), so that the figures
+measure the path (with `--target`, start it so yourself; `--flood` wants it as shipped):
 
 - booking rush: `Reserve` calls of distinct passes for ONE slot of one museum (today's last, which
   the load runs' holders leave empty), `IN_FLIGHT` at a time; calls/s, latency, and how many
@@ -261,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m bench.booking --target HOST:PORT --credentials DIR --at ISO`: against a
     running passgate whose clock stands at `at` (default: start one)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--target", default=None, help="a running passgate (default: start one)")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="a running passgate (default: start one); for the booking figures started with "
+        "--calls-per-caller-per-s 0, for --flood as shipped",
+    )
     p.add_argument("--credentials", type=Path, default=None, help="its credentials directory")
     p.add_argument("--at", default=None, help="the instant its clock stands at (ISO 8601)")
     p.add_argument(
