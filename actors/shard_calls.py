@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from core.records import PassParts
+from core.records import PassParts, decoder
 
 
 class AnnulCall(msgspec.Struct, array_like=True, frozen=True, tag="annul"):
@@ -99,17 +99,13 @@ ANSWERS: dict[type[Any], type[Any]] = {
     PassPartsCall: PassParts,
 }
 
-_ENCODER = msgspec.msgpack.Encoder()
-_CALL = msgspec.msgpack.Decoder(ShardCall)  # type: ignore[arg-type]
-_DECODERS = {call: msgspec.msgpack.Decoder(answer) for call, answer in ANSWERS.items()}
-
-
-def encode(record: Any) -> bytes:
-    return _ENCODER.encode(record)
+_CALL = decoder(ShardCall)
+_DECODERS = {call: decoder(answer) for call, answer in ANSWERS.items()}
 
 
 def decode_call(payload: bytes) -> ShardCall:
-    """The call a frame carries (msgspec.ValidationError / DecodeError when it carries none)."""
+    """The call a frame carries (msgspec.DecodeError when it carries none). Calls and answers are
+    encoded as every record is (`core.records.encode`)."""
     call: ShardCall = _CALL.decode(payload)
     return call
 

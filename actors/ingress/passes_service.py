@@ -40,13 +40,13 @@ from actors.ingress.convert import (
 from actors.ingress.error_map import Undecodable
 from actors.ingress.shard_calls import ShardCalls
 from actors.routing import Handles, ledger_of
-from actors.shard_calls import PassPartsCall, ReservationAnswer, ReserveCall, encode
+from actors.shard_calls import PassPartsCall, ReservationAnswer, ReserveCall
 from core import reservations as resv
 from core.clock import fmt_day, fmt_minute
 from core.credit import Charge, ChargesCall, decode_charges
 from core.limits import FREE_TEXT, echo
 from core.models import Province
-from core.records import PassParts, PassRecord, SharedFlag
+from core.records import PassParts, PassRecord, SharedFlag, encode
 from proto.passgate.v1 import passes_pb2, passes_pb2_grpc
 
 IMPORT_CHUNK = 5000

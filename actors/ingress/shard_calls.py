@@ -14,7 +14,8 @@ from typing import Any
 from actors.channel_client import ChannelClient
 from actors.channel_frames import Kind
 from actors.routing import shard_of
-from actors.shard_calls import READS, ShardCall, decode_answer, encode
+from actors.shard_calls import READS, ShardCall, decode_answer
+from core.records import encode
 
 
 class ShardCalls:

@@ -40,6 +40,7 @@ from actors.shard_calls import (
     READS,
     AnnulAnswer,
     AnnulCall,
+    Answer,
     FieldProblem,
     PassPartsCall,
     ReservationAnswer,
@@ -51,9 +52,8 @@ from actors.shard_calls import (
     VenueStatusCall,
     decode_call,
 )
-from actors.shard_calls import encode as encode_answer
 from core.models import Province
-from core.records import PassParts
+from core.records import PassParts, encode
 
 log = logging.getLogger("passgate.shard")
 
@@ -214,13 +214,13 @@ class ShardService:
         committed state at once."""
         try:
             call = decode_call(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except msgspec.DecodeError:  # a ValidationError is one too
             raise BadRequest("shard call", "malformed") from None
         if not isinstance(call, READS):
             await self._ready()
-        return encode_answer(await self._serve(call))
+        return encode(await self._serve(call))
 
-    async def _serve(self, call: ShardCall) -> Any:
+    async def _serve(self, call: ShardCall) -> Answer:
         shard, run = self.shard, self.pipeline.run
         match call:
             case AnnulCall(request_id, venue_id, gate_id, kind, value):

@@ -25,11 +25,10 @@ from actors.shard_calls import (
     StatusAnswer,
     VenueStatusCall,
     decode_answer,
-    encode,
 )
 from core import reservations as resv
 from core.models import CredentialKind
-from core.records import PassParts
+from core.records import PassParts, encode
 from tests.unit.test_ledger import _req
 from tests.unit.test_ledger_channel import service
 
