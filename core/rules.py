@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from core.capacity import would_exceed
 from core.clock import LocalTime, fmt_day, fmt_minute, local_time, weekday_name
-from core.credit import HoldAnswer, refusal_message
+from core.credit import HoldAnswer, refusal_message, yuan
 from core.labels import LABELS
 from core.models import (
     UNLIMITED,
@@ -616,7 +616,7 @@ def _welcome(charge: int, free: bool, soft: bool) -> str:
     if free:
         return _WELCOME_FREE
     if charge > 0:
-        return f"welcome: pay later {_yuan(charge)} yuan"
+        return f"welcome: pay later {yuan(charge)} yuan"
     return _WELCOME_SOFT if soft else _WELCOME
 
 
@@ -667,7 +667,7 @@ def _credit_message(
     if ledger is not None:
         return refusal_message(ledger)
     owed = pass_.outstanding_debt_fen + usage.charges_fen
-    return f"debt over limit: owe {_yuan(owed)} of {_yuan(credit.debt_limit_fen)} yuan"
+    return f"debt over limit: owe {yuan(owed)} of {yuan(credit.debt_limit_fen)} yuan"
 
 
 def _window_message(windows: tuple[tuple[int, int], ...], minute: int) -> str:
@@ -690,7 +690,3 @@ def _when(ahead: int, day: int, weekday: int) -> str:
     if ahead < 7:
         return weekday_name(weekday + ahead) + " "
     return fmt_day(day + ahead) + " "
-
-
-def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"

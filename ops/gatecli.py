@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import grpc
 
+from core.credit import yuan
 from ops import channels
 from proto.passgate.v1 import (
     common_pb2,
@@ -58,7 +59,7 @@ def show_decision(d: gate_pb2.Decision) -> str:
     lines.append(f"  remaining: {remaining}")
     lines.append(f"  venue:     {common_pb2.AlertLevel.Name(d.venue_alert)}")
     if d.pay_later:
-        lines.append(f"  pay later: charged {d.charge_fen / 100:.2f} yuan")
+        lines.append(f"  pay later: charged {yuan(d.charge_fen)} yuan")
     if d.shared_card_suspected:
         lines.append("  shared card? the pass entered another venue too recently to be here")
     lines.append(f"  request:   {d.request_id} at {_when(d.decided_at_ms)}")
@@ -68,16 +69,16 @@ def show_decision(d: gate_pb2.Decision) -> str:
 def show_pass(view: passes_pb2.PassView) -> str:
     p = getattr(view, "pass")
     creds = ", ".join(
-        f"{common_pb2.CredentialKind.Name(c.kind)[16:]}:{c.value}" for c in p.credentials
+        f"{_short(common_pb2.CredentialKind, c.kind)}:{c.value}" for c in p.credentials
     )
-    status = f"  status {passes_pb2.PassStatus.Name(p.status)[12:]}"
+    status = f"  status {_short(passes_pb2.PassStatus, p.status)}"
     valid = f"  valid {p.valid_from} .. {p.valid_until}"
     lines = [f"pass {p.pass_id}  product {p.product_id}"]
     if not p.credentials and not p.credit_tier:
         # The limited view a gate or venue operator gets: no holder data at all.
         lines += [status + valid, "  holder data: not shown to this identity"]
     else:
-        credit = f"  credit {passes_pb2.CreditTier.Name(p.credit_tier)[12:]}"
+        credit = f"  credit {_short(passes_pb2.CreditTier, p.credit_tier)}"
         lines += [
             status + credit + valid,
             f"  credentials: {creds}",
@@ -90,7 +91,7 @@ def show_pass(view: passes_pb2.PassView) -> str:
             + (f", last {_when(u.last_entry_ms)}" if u.last_entry_ms else "")
         )
     for r in view.reservations:
-        state = passes_pb2.ReservationState.Name(r.state)[18:].lower()
+        state = _short(passes_pb2.ReservationState, r.state).lower()
         slot = f"{r.slot_start}-{r.slot_end} ({r.slot_id})"
         lines.append(f"  reservation {r.venue_id} {r.date} {slot}: {state}")
     for f in view.shared_card_flags:
@@ -103,26 +104,28 @@ def show_pass(view: passes_pb2.PassView) -> str:
     if view.HasField("credit"):
         c = view.credit
         lines.append(
-            f"  pay-later debt {_yuan(c.debt_fen)} of {_yuan(c.limit_fen)} yuan"
-            f" (imported {_yuan(c.imported_debt_fen)})"
+            f"  pay-later debt {yuan(c.debt_fen)} of {yuan(c.limit_fen)} yuan"
+            f" (imported {yuan(c.imported_debt_fen)})"
         )
         for charge in c.charges:
-            state = passes_pb2.ChargeState.Name(charge.state)[13:].lower()
+            state = _short(passes_pb2.ChargeState, charge.state).lower()
             lines.append(
-                f"    {_when(charge.at_ms)} {charge.venue_id} {_yuan(charge.amount_fen)} yuan:"
+                f"    {_when(charge.at_ms)} {charge.venue_id} {yuan(charge.amount_fen)} yuan:"
                 f" {state} (request {charge.request_id})"
             )
     return "\n".join(lines)
 
 
-def _yuan(fen: int) -> str:
-    return f"{fen / 100:.2f}"
+def _short(enum: Any, value: int) -> str:
+    """`value`'s name without its enum's prefix (ALERT_LEVEL_GREEN -> GREEN): the prefix of the
+    enum's 0, `..._UNSPECIFIED`."""
+    return str(enum.Name(value)).removeprefix(enum.Name(0).removesuffix("UNSPECIFIED"))
 
 
 def show_status(s: quota_pb2.VenueStatus) -> str:
     mtf = "not filling" if s.minutes_to_full < 0 else f"{s.minutes_to_full:.0f} min"
     lines = [
-        f"{s.venue_id}: {common_pb2.AlertLevel.Name(s.alert)[12:]}"
+        f"{s.venue_id}: {_short(common_pb2.AlertLevel, s.alert)}"
         + ("  PAUSED" if s.paused else ""),
         f"  inside {s.occupancy}/{s.instant_capacity}  today {s.entries_today}/{s.daily_capacity}"
         f"  exits {s.exits_today}"
