@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import sys
 import tempfile
 import time
@@ -137,11 +138,19 @@ def _museum(province: Province, at: datetime) -> tuple[str, str, str, int]:
     raise RuntimeError(f"no reservation venue has a later slot at {at.isoformat()}")
 
 
+def _status_polls(
+    quota: quota_pb2_grpc.QuotaStub, province: Province, n: int
+) -> list[Callable[[], Awaitable[object]]]:
+    """`n` GetVenueStatus calls, round the province's venues."""
+    venues = sorted(province.venues)
+    refs = [quota_pb2.VenueRef(venue_id=venues[i % len(venues)]) for i in range(n)]
+    return [functools.partial(quota.GetVenueStatus, ref, timeout=CALL_TIMEOUT_S) for ref in refs]
+
+
 async def _measure(
     target: str, auth: ClientAuth, province: Province, at: datetime, passes: list[str]
 ) -> list[Figures]:
     venue_id, date, slot_id, capacity = _museum(province, at)
-    venues = sorted(province.venues)
     async with auth.aio_channel(target) as channel:
         book = passes_pb2_grpc.PassesStub(channel)
         quota = quota_pb2_grpc.QuotaStub(channel)
@@ -151,10 +160,6 @@ async def _measure(
                 pass_id=pass_id, venue_id=venue_id, date=date, slot_id=slot_id
             )
             return lambda: book.Reserve(req, timeout=CALL_TIMEOUT_S)
-
-        def status(i: int) -> Callable[[], Awaitable[object]]:
-            ref = quota_pb2.VenueRef(venue_id=venues[i % len(venues)])
-            return lambda: quota.GetVenueStatus(ref, timeout=CALL_TIMEOUT_S)
 
         def get_pass(pass_id: str) -> Callable[[], Awaitable[object]]:
             ref = passes_pb2.PassRef(pass_id=pass_id)
@@ -173,7 +178,7 @@ async def _measure(
             seconds, lat, f"{confirmed:,} confirmed for {capacity:,} places: {verdict}",
         )  # fmt: skip
         lat, errors, seconds, answers = await _flat_out(
-            [status(i) for i in range(POLL_CALLS)], IN_FLIGHT, POLL_SECONDS
+            _status_polls(quota, province, POLL_CALLS), IN_FLIGHT, POLL_SECONDS
         )
         poll = Figures("GetVenueStatus, flat out", len(answers), errors, seconds, lat)
         lat, errors, seconds, answers = await _flat_out(
@@ -243,15 +248,8 @@ def run_own() -> str:
 
 async def _flood(target: str, auth: ClientAuth, province: Province, seconds: float) -> Figures:
     """GetVenueStatus as fast as FLOOD_CALLERS callers can, for `seconds` (bounded in calls)."""
-    venues = sorted(province.venues)
     async with auth.aio_channel(target) as channel:
-        quota = quota_pb2_grpc.QuotaStub(channel)
-
-        def status(i: int) -> Callable[[], Awaitable[object]]:
-            ref = quota_pb2.VenueRef(venue_id=venues[i % len(venues)])
-            return lambda: quota.GetVenueStatus(ref, timeout=CALL_TIMEOUT_S)
-
-        calls = [status(i) for i in range(int(seconds * 20_000))]
+        calls = _status_polls(quota_pb2_grpc.QuotaStub(channel), province, int(seconds * 20_000))
         lat, errors, took, answers = await _flat_out(calls, FLOOD_CALLERS, seconds)
     return Figures(
         f"GetVenueStatus flood, {FLOOD_CALLERS} callers", len(answers), errors, took, lat
