@@ -154,12 +154,12 @@ class PassesService(passes_pb2_grpc.PassesServicer):
         calls: ShardCalls,
         catalog: CatalogReader,
         province: Province,
-        ledgers: list[ChannelClient] | None = None,
+        ledgers: list[ChannelClient],
     ) -> None:
         """`ledgers[k]`: the call channel to credit-ledger shard k (GetPass's charges)."""
         self._h = handles
         self._calls = calls
-        self._ledgers = ledgers or []
+        self._ledgers = ledgers
         self._catalog = catalog
         self._province = province
 
